@@ -7,6 +7,7 @@ agent: ``offer`` re-checks routability and refuses what the agent can no longer 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -61,10 +62,13 @@ class Leg:
     queue: str
     channel: str
     size: int
-    settings: WorkSettings  # resolved when offered: agent/channel > agent > queue > channel > defaults
+    settings: (
+        WorkSettings  # resolved when offered: agent/channel > agent > queue > channel > defaults
+    )
     state: LegState
     offered_at: float
     offer_expires_at: float | None
+    enqueued_at: float = 0.0
     accepted_at: float | None = None
     ended_at: float | None = None
     acw_requested: bool = False
@@ -111,6 +115,16 @@ class AgentMachine:
         self.no_answer_count = 0
         self._last_sent: RoutingView | None = None
 
+    def clone(self) -> AgentMachine:
+        """An independent copy, to roll back to if handling a message fails unexpectedly."""
+        twin = copy.copy(self)
+        twin.legs = {}
+        for work_id, leg in self.legs.items():
+            twin.legs[work_id] = copy.copy(leg)
+            if leg.acw is not None:
+                twin.legs[work_id].acw = copy.copy(leg.acw)
+        return twin
+
     # -- derived -------------------------------------------------------------------------------
 
     @property
@@ -147,6 +161,8 @@ class AgentMachine:
         blocker = self._blocker()
         if blocker:
             return blocker
+        if ticket.work_id in self.legs:
+            return "still holds a leg of this item"  # e.g. wrapping it up after a transfer
         if self.used + ticket.size > self.capacity:
             return "not enough free capacity"
         if self.queues is not None and ticket.queue not in self.queues:
@@ -318,6 +334,7 @@ class AgentMachine:
             state=LegState.OFFERED,
             offered_at=now,
             offer_expires_at=now + timeout if timeout > 0 else None,
+            enqueued_at=ticket.enqueued_at,
         )
         self.legs[ticket.work_id] = leg
         out.events.append(
@@ -492,7 +509,9 @@ class AgentMachine:
             if self.status is not Status.AVAILABLE:
                 self.idle_since = max(self.idle_since, now)
             self.status, self.reason, self.pending = status, reason, None
-        elif self.state is State.ACW:
+        elif self.state is State.ACW or (status is Status.OFFLINE and self.legs):
+            # Offline with legs held (on_*_status = "offline" after a missed offer) waits for
+            # them, as at the end of disconnect grace: an offline agent never holds work.
             self.pending = (status, reason)
         else:
             self.status, self.reason, self.pending = status, reason, None
@@ -531,7 +550,8 @@ class AgentMachine:
     def _accept(self, out: Outcome, now: float, leg: Leg) -> None:
         leg.state, leg.accepted_at, leg.offer_expires_at = LegState.ACTIVE, now, None
         self.no_answer_count = 0
-        out.events.append(WorkAccepted(now, leg.work_id, self.agent_id))
+        wait = now - leg.enqueued_at
+        out.events.append(WorkAccepted(now, leg.work_id, self.agent_id, leg.queue, wait))
         out.effects.append(LegChanged(leg.view()))
 
     def _return_offer(self, out: Outcome, now: float, leg: Leg, reason: str, backoff: bool) -> None:
@@ -542,12 +562,16 @@ class AgentMachine:
     def _end_leg(self, out: Outcome, now: float, leg: Leg) -> None:
         assert leg.accepted_at is not None
         leg.ended_at = now
-        out.events.append(WorkEnded(now, leg.work_id, self.agent_id, now - leg.accepted_at))
-        if acw_starts(leg.settings, leg.acw_requested):
+        starts = acw_starts(leg.settings, leg.acw_requested)
+        talk = now - leg.accepted_at
+        out.events.append(WorkEnded(now, leg.work_id, self.agent_id, leg.queue, talk, starts))
+        if starts:
             leg.state = LegState.WRAPPING
             leg.acw = Acw.start(leg.settings, now, leg.acw_requested)
             mode = leg.acw.mode.value
-            out.events.append(AcwStarted(now, self.agent_id, leg.work_id, mode, leg.acw.deadline))
+            out.events.append(
+                AcwStarted(now, self.agent_id, leg.work_id, leg.queue, mode, leg.acw.deadline)
+            )
             out.effects.append(LegChanged(leg.view()))
         else:
             self._leg_done(out, now, leg)
@@ -575,7 +599,15 @@ class AgentMachine:
             reason=reason.value,
         )
         out.events.append(
-            AcwEnded(now, self.agent_id, leg.work_id, reason.value, record.acw_seconds, acw.deadline)
+            AcwEnded(
+                now,
+                self.agent_id,
+                leg.work_id,
+                leg.queue,
+                reason.value,
+                record.acw_seconds,
+                acw.deadline,
+            )
         )
         out.events.append(WrapupRecorded(now, record))
         out.effects.append(StoreWrapup(record))

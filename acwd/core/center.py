@@ -8,6 +8,7 @@ simulator drive the core through it.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +30,7 @@ class Center:
         self.agents: dict[str, AgentMachine] = {}
         self.records: list[WrapupRecord] = []
         self._timers: list[tuple[float, str]] = []
+        self._clock = -math.inf  # the latest reading seen: timers due in the past fire now
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -42,19 +44,9 @@ class Center:
 
     def owner(self, work_id: str, state: LegState, agent_id: str | None = None) -> AgentMachine:
         """The agent holding ``work_id``'s leg in ``state`` (the newest one, unless named)."""
-        item = self.router.item(work_id)
-        if agent_id is not None:
-            return self.agent(agent_id)
-        if state in (LegState.OFFERED, LegState.ACTIVE) and item.agent_id is not None:
-            return self.agent(item.agent_id)
-        for leg in reversed(item.legs):
-            if leg.state == state.value:
-                return self.agent(leg.agent_id)
-        raise DomainError(
-            ErrorCode.INVALID_STATE,
-            f"Work item {work_id} has no {state.value} leg; it is {item.state.value}.",
-            {"state": item.state.value},
-        )
+        if agent_id is not None and work_id not in self.agent(agent_id).legs:
+            self.router.holder(work_id, state)  # invalid_state if no leg is in that state at all
+        return self.agent(agent_id or self.router.holder(work_id, state))
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -68,7 +60,9 @@ class Center:
         machine = self.agent(agent_id)
         return self._run(now, machine.logout(now, force), machine)
 
-    def set_status(self, now: float, agent_id: str, status: str, reason: str | None = None) -> Outcome:
+    def set_status(
+        self, now: float, agent_id: str, status: str, reason: str | None = None
+    ) -> Outcome:
         machine = self.agent(agent_id)
         return self._run(now, machine.set_status(now, status, reason), machine)
 
@@ -119,7 +113,9 @@ class Center:
         machine = self.owner(work_id, LegState.ACTIVE, agent_id)
         return self._run(now, machine.end(now, work_id), machine)
 
-    def transfer(self, now: float, work_id: str, queue: str, agent_id: str | None = None) -> Outcome:
+    def transfer(
+        self, now: float, work_id: str, queue: str, agent_id: str | None = None
+    ) -> Outcome:
         machine = self.owner(work_id, LegState.ACTIVE, agent_id)
         return self._run(now, machine.transfer(now, work_id, queue), machine)
 
@@ -166,7 +162,7 @@ class Center:
         """Fire timers in deadline order up to and including ``now`` (a fake clock's jump)."""
         out = Outcome()
         while (deadline := self.next_deadline()) is not None and deadline <= now:
-            out.extend(self.tick(deadline))
+            out.extend(self.tick(max(deadline, self._clock)))
         out.extend(self.tick(now))
         return out
 
@@ -179,6 +175,7 @@ class Center:
 
     def _run(self, now: float, out: Outcome, machine: AgentMachine | None = None) -> Outcome:
         """Deliver effects until nothing is left to route; events accumulate in ``out``."""
+        self._clock = max(self._clock, now)
         if machine is not None:
             self._watch(machine)
         pending: deque[Effect] = deque(out.effects)

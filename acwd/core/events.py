@@ -88,6 +88,8 @@ class WorkAccepted(Event):
     type: ClassVar[str] = "work.accepted"
     work_id: str
     agent_id: str
+    queue: str
+    wait_s: float  # from the original enqueue time: what service level and ASA count
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,9 @@ class WorkEnded(Event):
     type: ClassVar[str] = "work.ended"
     work_id: str
     agent_id: str
+    queue: str
     talk_s: float
+    acw: bool  # whether ACW follows (else the handle time is the talk time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,7 @@ class WorkCompleted(Event):
     type: ClassVar[str] = "work.completed"
     work_id: str
     agent_id: str
+    queue: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +140,7 @@ class AcwStarted(Event):
     type: ClassVar[str] = "acw.started"
     agent_id: str
     work_id: str
+    queue: str
     mode: str
     deadline: float | None
 
@@ -153,6 +159,7 @@ class AcwEnded(Event):
     type: ClassVar[str] = "acw.ended"
     agent_id: str
     work_id: str
+    queue: str
     reason: str
     acw_seconds: float
     deadline: float | None = None

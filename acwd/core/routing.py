@@ -41,9 +41,10 @@ from acwd.core.events import (
     WorkOverflowed,
     WorkQueued,
 )
-from acwd.core.views import ItemState, RoutingView
+from acwd.core.views import ItemState, LegState, RoutingView
 from acwd.core.work import WorkItem
 
+UNDELIVERED = "undelivered"  # ReturnItem reason: the offer never reached the agent's mailbox
 ItemEntry = tuple[float, int, int, str]  # (enqueued_at, seq, token, work_id)
 AgentEntry = tuple[tuple[float, ...], int, str, int]  # (policy key, seq, agent_id, version)
 
@@ -115,7 +116,9 @@ class Router:
                 ErrorCode.CONFLICT, f"Work item {work_id} already exists.", {"work_id": work_id}
             )
         if queue not in self.queues:
-            raise DomainError(ErrorCode.NOT_FOUND, f"There is no queue {queue!r}.", {"queue": queue})
+            raise DomainError(
+                ErrorCode.NOT_FOUND, f"There is no queue {queue!r}.", {"queue": queue}
+            )
         channel = channel or self.settings.channel_of(queue)
         item = WorkItem(
             work_id=work_id,
@@ -142,6 +145,21 @@ class Router:
                 ErrorCode.NOT_FOUND, f"There is no work item {work_id}.", {"work_id": work_id}
             )
         return item
+
+    def holder(self, work_id: str, state: LegState) -> str:
+        """The agent holding ``work_id``'s leg in ``state``: the current one, or the newest."""
+        item = self.item(work_id)
+        current = state in (LegState.OFFERED, LegState.ACTIVE) and item.state.value == state.value
+        if current and item.agent_id is not None:
+            return item.agent_id
+        for leg in reversed(item.legs):
+            if leg.state == state.value:
+                return leg.agent_id
+        raise DomainError(
+            ErrorCode.INVALID_STATE,
+            f"Work item {work_id} has no {state.value} leg; it is {item.state.value}.",
+            {"state": item.state.value},
+        )
 
     def check_cancel(self, work_id: str) -> WorkItem:
         """The item, if it may be cancelled now (queued or offered)."""
@@ -189,10 +207,17 @@ class Router:
                 item.state = ItemState.WRAPPING
             elif leg.state == "done" and item.state in (ItemState.ACTIVE, ItemState.WRAPPING):
                 item.state = ItemState.COMPLETED
-                out.events.append(WorkCompleted(now, item.work_id, leg.agent_id))
+                out.events.append(WorkCompleted(now, item.work_id, leg.agent_id, leg.queue))
         elif isinstance(effect, ReturnItem):
             item = self.items.get(effect.work_id)
             if item and item.state is ItemState.OFFERED and item.agent_id == effect.agent_id:
+                view = self.agents.get(effect.agent_id)
+                if effect.reason == UNDELIVERED and view is not None:
+                    # The agent never saw the offer, so it will not correct our count: undo it.
+                    free = view.free + item.size
+                    self._update_agent(
+                        replace(view, free=free, used=view.used - item.size, routable=True)
+                    )
                 if effect.backoff_until is not None:
                     item.backoff[effect.agent_id] = effect.backoff_until
                     self._timer(effect.backoff_until, "backoff", item.work_id)
@@ -221,13 +246,20 @@ class Router:
             cfg = self.queues[item.queue].config
             if kind == "backoff":
                 self._dirty_items.add(work_id)
-            elif kind == "overflow" and self._overflow_at(item, cfg) <= now:
+            # A timer armed in an earlier queue (or twice, on re-queue) is checked against the
+            # item's current queue: one without overflow / max_wait must not act on it.
+            elif (
+                kind == "overflow"
+                and cfg.overflow_after_s > 0
+                and cfg.overflow_queue
+                and self._overflow_at(item, cfg) <= now
+            ):
                 self._unindex(item)
                 out.events.append(WorkOverflowed(now, work_id, item.queue, cfg.overflow_queue))
                 item.queue, item.queue_since = cfg.overflow_queue, now
                 item.channel = self.settings.channel_of(item.queue)
                 self._index(item, now)
-            elif kind == "max_wait" and self._max_wait_at(item, cfg) <= now:
+            elif kind == "max_wait" and cfg.max_wait_s > 0 and self._max_wait_at(item, cfg) <= now:
                 out.extend(self.cancel(now, work_id, "max_wait"))
         return out
 
@@ -300,7 +332,9 @@ class Router:
     def _requeue(self, out: Outcome, now: float, item: WorkItem) -> None:
         item.state, item.agent_id, item.offer_expires_at = ItemState.QUEUED, None, None
         self._index(item, now)
-        out.events.append(WorkQueued(now, item.work_id, item.queue, item.priority, item.enqueued_at))
+        out.events.append(
+            WorkQueued(now, item.work_id, item.queue, item.priority, item.enqueued_at)
+        )
 
     def _index(self, item: WorkItem, now: float) -> None:
         q = self.queues[item.queue]
@@ -333,7 +367,11 @@ class Router:
         heapq.heappush(self._timers, (at, next(self._seq), kind, work_id))
 
     def _serves(self, view: RoutingView) -> list[str]:
-        return list(self.queues) if view.queues is None else [q for q in view.queues if q in self.queues]
+        return (
+            list(self.queues)
+            if view.queues is None
+            else [q for q in view.queues if q in self.queues]
+        )
 
     def _update_agent(self, view: RoutingView) -> None:
         old = self.agents.get(view.agent_id)
@@ -375,6 +413,10 @@ class Router:
         if not view.routable or view.free < item.size:
             return False
         if item.backoff.get(view.agent_id, -math.inf) > now:
+            return False
+        # An agent still wrapping up its own earlier leg of this item (a transfer back to a queue
+        # it serves, under acw_scope = "slot") must not be offered the item again until that ends.
+        if any(leg.agent_id == view.agent_id and leg.state == "wrapping" for leg in item.legs):
             return False
         return all(view.skills.get(skill, -1) >= level for skill, level in item.skills)
 

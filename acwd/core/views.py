@@ -49,13 +49,14 @@ class AcwEndReason(StrEnum):
     LOGOUT = "logout"
 
 
-def _plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
+    """Views, tuples and mappings as plain maps and lists, ready for msgpack."""
     if hasattr(value, "to_wire"):
         return value.to_wire()
     if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: to_plain(v) for k, v in value.items()}
     return value
 
 
@@ -65,7 +66,7 @@ class _Wire:
     __slots__ = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        return {f.name: to_plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
