@@ -383,7 +383,7 @@ async def _acw_force_end(conn: Connection, args: m.AcwForceEnd) -> Any:
 
 @handler("wrapup.get")
 async def _wrapup_get(conn: Connection, args: m.WrapupGet) -> Any:
-    records = conn.server.node.wrapups.get(args.work_id)
+    records = await conn.server.node.journal.wrapups_of(args.work_id)
     if conn.role == m.AGENT:
         records = [r for r in records if r.agent_id == conn.agent_id]
     return records
@@ -391,7 +391,7 @@ async def _wrapup_get(conn: Connection, args: m.WrapupGet) -> Any:
 
 @handler("wrapup.list")
 async def _wrapup_list(conn: Connection, args: m.WrapupList) -> Any:
-    return conn.server.node.wrapups.list(
+    return await conn.server.node.journal.wrapup_list(
         args.since, args.until, args.agent_id, args.queue, args.limit
     )
 

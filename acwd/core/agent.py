@@ -308,7 +308,7 @@ class AgentMachine:
         for leg in list(self.legs.values()):
             if leg.state is LegState.OFFERED:
                 self._return_offer(out, now, leg, DISCONNECTED, backoff=False)
-        self.grace_deadline = now + self._agent_setting("disconnect_grace_s")
+        self.grace_deadline = now + self.disconnect_grace()
         return self._finish(out, now, before)
 
     # -- offers --------------------------------------------------------------------------------
@@ -319,7 +319,9 @@ class AgentMachine:
         self._last_sent = None  # the router counted this offer against us: always resend our view
         refusal = self.refusal(ticket)
         if refusal is not None:
-            out.events.append(WorkRefused(now, ticket.work_id, self.agent_id, refusal))
+            out.events.append(
+                WorkRefused(now, ticket.work_id, self.agent_id, ticket.queue, refusal)
+            )
             out.effects.append(ReturnItem(ticket.work_id, self.agent_id, "refused", None))
             return self._finish(out, now, before)
         settings = self.settings.resolve(ticket.queue, ticket.channel, self.agent_id)
@@ -363,7 +365,7 @@ class AgentMachine:
     def decline(self, now: float, work_id: str, reason: str | None = None) -> Outcome:
         leg = self._leg(work_id, LegState.OFFERED, "decline")
         out, before = Outcome(), self._snapshot()
-        out.events.append(WorkDeclined(now, work_id, self.agent_id, reason))
+        out.events.append(WorkDeclined(now, work_id, self.agent_id, leg.queue, reason))
         self._return_offer(out, now, leg, "declined", backoff=True)
         self._after_missed_offer(now, leg.settings.on_decline_status, "declined")
         out.result = leg.view()
@@ -419,7 +421,9 @@ class AgentMachine:
         acw = self._acw(leg)
         acw.extend()
         out, before = Outcome(), self._snapshot()
-        out.events.append(AcwExtended(now, self.agent_id, work_id, acw.deadline, acw.extensions))
+        out.events.append(
+            AcwExtended(now, self.agent_id, work_id, leg.queue, acw.deadline, acw.extensions)
+        )
         out.effects.append(LegChanged(leg.view()))
         out.result = leg.view()
         return self._finish(out, now, before)
@@ -451,7 +455,7 @@ class AgentMachine:
             if leg.state is LegState.OFFERED:
                 if leg.offer_expires_at is not None and now >= leg.offer_expires_at:
                     self.no_answer_count += 1
-                    out.events.append(WorkOfferExpired(now, leg.work_id, self.agent_id))
+                    out.events.append(WorkOfferExpired(now, leg.work_id, self.agent_id, leg.queue))
                     self._return_offer(out, now, leg, "timeout", backoff=True)
                     self._after_missed_offer(now, leg.settings.on_timeout_status, NO_ANSWER)
             elif leg.state is LegState.WRAPPING and self._acw(leg).due(now):
@@ -520,6 +524,13 @@ class AgentMachine:
         if status != Status.AVAILABLE.value:
             self._set_status(now, Status(status), reason)
 
+    def disconnect_grace(self) -> float:
+        return self._agent_setting("disconnect_grace_s")
+
+    def sent(self, view: RoutingView) -> None:
+        """The router was given ``view`` by someone else (recovery): do not send it again."""
+        self._last_sent = view
+
     def _agent_setting(self, name: str) -> float:
         configured = self.settings.agents.get(self.agent_id)
         if configured is not None and name in configured.overrides:
@@ -586,6 +597,10 @@ class AgentMachine:
     ) -> WrapupRecord:
         acw = self._acw(leg)
         assert leg.accepted_at is not None and leg.ended_at is not None
+        # A timed-out ACW lasted exactly until its deadline, even when the timer fired late (or
+        # the daemon was down then); timer lateness is measured and reported separately.
+        deadline = acw.deadline
+        ended = deadline if reason is AcwEndReason.TIMEOUT and deadline is not None else now
         record = make_record(
             work_id=leg.work_id,
             agent_id=self.agent_id,
@@ -595,7 +610,7 @@ class AgentMachine:
             acw=acw,
             wrapup=wrapup or acw.wrapup,
             talk_s=leg.ended_at - leg.accepted_at,
-            now=now,
+            now=ended,
             reason=reason.value,
         )
         out.events.append(

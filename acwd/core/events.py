@@ -65,6 +65,7 @@ class WorkOfferExpired(Event):
     type: ClassVar[str] = "work.offer_expired"
     work_id: str
     agent_id: str
+    queue: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,7 @@ class WorkDeclined(Event):
     type: ClassVar[str] = "work.declined"
     work_id: str
     agent_id: str
+    queue: str
     reason: str | None
 
 
@@ -80,6 +82,7 @@ class WorkRefused(Event):
     type: ClassVar[str] = "work.refused"
     work_id: str
     agent_id: str
+    queue: str
     reason: str
 
 
@@ -150,6 +153,7 @@ class AcwExtended(Event):
     type: ClassVar[str] = "acw.extended"
     agent_id: str
     work_id: str
+    queue: str
     deadline: float | None
     extensions: int
 

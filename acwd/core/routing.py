@@ -71,6 +71,7 @@ class Router:
         self._timers: list[tuple[float, int, str, str]] = []  # (at, seq, kind, work_id)
         self._dirty_agents: set[str] = set()
         self._dirty_items: set[str] = set()
+        self.changed: set[str] = set()  # items changed since the journal last took this set
         self.reconfigure(settings)
 
     # -- configuration -------------------------------------------------------------------------
@@ -96,6 +97,21 @@ class Router:
         for view in self.agents.values():
             self._index_agent(view)
         self._dirty_agents.update(self.agents)
+
+    def restore(self, items: list[WorkItem]) -> int:
+        """Take back items from the journal; offers that were in flight go back to their queues
+        keeping their place. Returns how many were offered."""
+        returned = 0
+        for item in sorted(items, key=lambda it: it.seq):
+            self.items[item.work_id] = item
+            if item.state is ItemState.OFFERED:
+                item.state, item.agent_id, item.offer_expires_at = ItemState.QUEUED, None, None
+                returned += 1
+                self.changed.add(item.work_id)
+            if item.state is ItemState.QUEUED:
+                self._index(item, item.queue_since)
+        self._seq = itertools.count(max((it.seq for it in items), default=-1) + 1)
+        return returned
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -180,6 +196,7 @@ class Router:
             self._unindex(item)
         item.state, item.agent_id, item.offer_expires_at = ItemState.CANCELLED, None, None
         item.cancel_reason = reason
+        self.changed.add(work_id)
         out = Outcome(events=[WorkCancelled(now, work_id, item.queue, reason)])
         out.result = item.view()
         return out
@@ -197,6 +214,7 @@ class Router:
             if item is None:
                 return out
             item.record_leg(leg)
+            self.changed.add(item.work_id)
             if item.agent_id != leg.agent_id:
                 return out  # transferred away: this leg no longer drives the item's state
             if leg.state == "offered":
@@ -322,6 +340,7 @@ class Router:
     def _offer(self, item: WorkItem, agent: RoutingView) -> Offer:
         self._unindex(item)
         item.state, item.agent_id = ItemState.OFFERED, agent.agent_id
+        self.changed.add(item.work_id)
         # Count the offer against the agent now; its own view, sent after the offer, replaces this.
         free = agent.free - item.size
         self._update_agent(
@@ -339,6 +358,7 @@ class Router:
     def _index(self, item: WorkItem, now: float) -> None:
         q = self.queues[item.queue]
         item.token += 1
+        self.changed.add(item.work_id)
         heapq.heappush(
             q.levels.setdefault(item.priority, []),
             (item.enqueued_at, item.seq, item.token, item.work_id),

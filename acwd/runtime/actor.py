@@ -20,6 +20,7 @@ from anyio.abc import TaskStatus
 
 from acwd.core.errors import DomainError, ErrorCode
 from acwd.core.events import Outcome
+from acwd.runtime.journal import Commit
 
 S = TypeVar("S")
 log = structlog.get_logger("acwd.actor")
@@ -44,23 +45,28 @@ class Clock:
 
 
 class Reply:
-    """A one-shot answer to a call, awaited by the caller."""
+    """A one-shot answer to a call, awaited by the caller, after its change is committed."""
 
-    __slots__ = ("_done", "error", "value")
+    __slots__ = ("_done", "commit", "error", "value")
 
     def __init__(self) -> None:
         self._done = anyio.Event()
         self.value: Any = None
         self.error: BaseException | None = None
+        self.commit: Commit | None = None
 
-    def set(self, value: Any = None, error: BaseException | None = None) -> None:
-        self.value, self.error = value, error
+    def set(
+        self, value: Any = None, error: BaseException | None = None, commit: Commit | None = None
+    ) -> None:
+        self.value, self.error, self.commit = value, error, commit
         self._done.set()
 
     async def wait(self) -> Any:
         await self._done.wait()
         if self.error is not None:
             raise self.error
+        if self.commit is not None:
+            await self.commit.wait()  # acknowledge only what is on disk
         return self.value
 
 
@@ -117,7 +123,8 @@ class Actor(Generic[S]):
         """Messages other than Call."""
         raise NotImplementedError
 
-    async def deliver(self, out: Outcome) -> None:
+    async def deliver(self, out: Outcome, called: bool) -> Commit | None:
+        """Pass on what a step produced; returns the commit that will hold its changes."""
         raise NotImplementedError
 
     def snapshot(self) -> Any:
@@ -193,9 +200,10 @@ class Actor(Generic[S]):
             if reply is not None:
                 reply.set(error=DomainError(ErrorCode.INTERNAL, f"Internal error in {self.name}."))
             return
+        commit = None
         try:
-            await self.deliver(out)
+            commit = await self.deliver(out, reply is not None)
         except Exception as exc:
             log.error("delivering an outcome failed", actor=self.name, exc_info=exc)
         if reply is not None:
-            reply.set(out.result)
+            reply.set(out.result, commit=commit)

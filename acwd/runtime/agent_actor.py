@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from acwd.core.agent import AgentMachine
 from acwd.core.events import Offer, Outcome, StoreWrapup
+from acwd.core.records import dump_agent
 from acwd.runtime.actor import Actor, Clock
+from acwd.runtime.journal import Commit
 
 if TYPE_CHECKING:
     from acwd.runtime.node import Node
@@ -33,15 +35,21 @@ class AgentActor(Actor[AgentMachine]):
             return self.state.offer(now, message.ticket)
         raise TypeError(f"agent actor got {type(message).__name__}")
 
-    async def deliver(self, out: Outcome) -> None:
+    async def deliver(self, out: Outcome, called: bool) -> Commit | None:
         node = self.node
         for event in out.events:
             node.publish(event)
         for effect in out.effects:
             if isinstance(effect, StoreWrapup):
-                node.store_wrapup(effect.record)
+                node.journal.wrapup(effect.record)
             else:
                 await node.dispatcher.send(effect)
+        if not (called or out.events or out.effects):
+            return None
+        return node.journal.agent_changed(self.state.agent_id, self._dump)
+
+    def _dump(self) -> dict[str, Any]:
+        return dump_agent(self.state)
 
     def snapshot(self) -> Any:
         return self.state.clone()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from acwd.core.events import Effect, Outcome, ReturnItem
 from acwd.core.routing import UNDELIVERED, Router
 from acwd.runtime.actor import Actor, Clock
+from acwd.runtime.journal import Commit
 
 if TYPE_CHECKING:
     from acwd.runtime.node import Node
@@ -32,7 +33,7 @@ class Dispatcher(Actor[Router]):
             return self.state.apply(now, message)
         raise TypeError(f"dispatcher got {type(message).__name__}")
 
-    async def deliver(self, out: Outcome) -> None:
+    async def deliver(self, out: Outcome, called: bool) -> Commit | None:
         router, node = self.state, self.node
         for event in out.events:
             node.publish(event)
@@ -40,7 +41,7 @@ class Dispatcher(Actor[Router]):
             now = self.clock.now()
             undelivered = [offer for offer in router.dispatch(now) if not node.offer(offer)]
             if not undelivered:
-                return
+                return node.journal.items_changed() if router.changed else None
             for offer in undelivered:
                 # A full mailbox means a stalled agent: give the item to someone else for a while
                 # rather than wait on it.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import anyio
@@ -17,27 +18,29 @@ from anyio.abc import TaskGroup, TaskStatus
 from acwd.core.agent import AgentMachine, ticket_skills
 from acwd.core.config import Settings
 from acwd.core.errors import DomainError, ErrorCode
-from acwd.core.events import Event, Offer, Outcome
+from acwd.core.events import AgentChanged, Event, Offer, Outcome
+from acwd.core.invariants import check_invariants
+from acwd.core.records import dump_agent, dump_item, load_agent, load_item
 from acwd.core.routing import Router
 from acwd.core.stats import CentreStats
-from acwd.core.views import AgentView, ItemState, LegState, WorkView, Wrapup, WrapupRecord
+from acwd.core.views import AgentView, ItemState, LegState, Status, WorkView, Wrapup
 from acwd.runtime.actor import Actor, Clock
 from acwd.runtime.agent_actor import AgentActor
 from acwd.runtime.bus import EventBus
 from acwd.runtime.dispatcher import Dispatcher
-from acwd.runtime.wrapups import WrapupStore
+from acwd.runtime.journal import Journal, Recovered
 
 
 class Node:
     """One acwd daemon's state and actors."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, journal: Journal | None = None) -> None:
         self.settings = settings
+        self.journal = journal or Journal(settings.journal)
         self.log = structlog.get_logger("acwd")
         self.actors: dict[str, AgentActor] = {}
         self.bus = EventBus()
         self.stats = CentreStats()
-        self.wrapups = WrapupStore()
         self.observers: list[Callable[[Event], None]] = []  # metrics, tests
         self.lateness_observers: list[Callable[[str, float], None]] = []
         self._configure_stats()
@@ -48,14 +51,73 @@ class Node:
     # -- life ----------------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run the actors until cancelled."""
+        """Recover from the journal, then run the actors until cancelled."""
         self.clock = Clock()
-        self.dispatcher = Dispatcher(Router(self.settings), self.clock, self)
+        router = Router(self.settings)
+        self.dispatcher = Dispatcher(router, self.clock, self)
         self.dispatcher.on_lateness = self._lateness
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            await tg.start(self._supervise, self.dispatcher)
-            task_status.started()
+        journal = self.journal
+        recovered = journal.open()
+        journal.track_items(self._changed_items)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await tg.start(journal.run)
+                self._recover(recovered, router)
+                await tg.start(self._supervise, self.dispatcher)
+                for actor in self.actors.values():
+                    await tg.start(self._supervise, actor)
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await journal.flush()
+            journal.close()
+
+    def _changed_items(self) -> list[dict[str, Any]]:
+        router = self.router
+        changed, router.changed = router.changed, set()
+        return [dump_item(router.items[w]) for w in changed if w in router.items]
+
+    def _recover(self, recovered: Recovered, router: Router) -> None:
+        """Rebuild agents and items as they were; timers resume on the wall clock."""
+        now = self.clock.now()
+        returned = router.restore([load_item(d) for d in recovered.items])
+        resumed = 0
+        for data in recovered.agents:
+            machine = load_agent(data, self.settings)
+            for leg in list(machine.legs.values()):
+                if leg.state is LegState.OFFERED:  # its item went back to its queue above
+                    del machine.legs[leg.work_id]
+                elif leg.state is LegState.WRAPPING:
+                    resumed += 1
+            if machine.status is not Status.OFFLINE:
+                # Every connection is gone: the grace period counts from the restart.
+                machine.connected = False
+                machine.grace_deadline = now + machine.disconnect_grace()
+            view = machine.routing_view()
+            machine.sent(view)
+            router.apply(now, AgentChanged(view))
+            self.actors[machine.agent_id] = self._new_actor(machine)
+            self.journal.agent_changed(machine.agent_id, partial(dump_agent, machine))
+        problems = check_invariants(router, [a.state for a in self.actors.values()])
+        for problem in problems:
+            self.log.error("journal state breaks an invariant", problem=problem)
+        if recovered.agents or recovered.items:
+            self.journal.items_changed()
+            self.log.info(
+                "recovered from journal",
+                agents=len(recovered.agents),
+                items=len(recovered.items),
+                offers_returned=returned,
+                acw_resumed=resumed,
+                invariant_problems=len(problems),
+                seconds=round(recovered.seconds, 3),
+            )
+
+    def _new_actor(self, machine: AgentMachine) -> AgentActor:
+        actor = AgentActor(machine, self.clock, self)
+        actor.on_lateness = self._lateness
+        return actor
 
     async def _supervise(
         self, actor: Actor[Any], *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -71,6 +133,7 @@ class Node:
                 await anyio.sleep(0)
 
     def publish(self, event: Event) -> None:
+        self.journal.event(event)
         self.stats.observe(event)
         for observe in self.observers:
             observe(event)
@@ -80,9 +143,6 @@ class Node:
         """Put an offer in its agent's mailbox without waiting; False if it cannot take it now."""
         actor = self.actors.get(offer.agent_id)
         return actor is not None and actor.send_nowait(offer)
-
-    def store_wrapup(self, record: WrapupRecord) -> None:
-        self.wrapups.add(record)
 
     def _lateness(self, kind: str, seconds: float) -> None:
         for observe in self.lateness_observers:
@@ -129,8 +189,7 @@ class Node:
     async def login(self, agent_id: str, conn_id: int | None, **profile: Any) -> AgentView:
         actor = self.actors.get(agent_id)
         if actor is None:
-            actor = AgentActor(AgentMachine(agent_id, self.settings), self.clock, self)
-            actor.on_lateness = self._lateness
+            actor = self._new_actor(AgentMachine(agent_id, self.settings))
             self.actors[agent_id] = actor
             assert self._tg is not None, "the node is not running"
             await self._tg.start(self._supervise, actor)
