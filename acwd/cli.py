@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sqlite3
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import structlog
+from prometheus_client import CollectorRegistry
 
 from acwd import __version__
 from acwd.core.config import Settings
 from acwd.core.errors import ConfigError, DomainError
+from acwd.eventlog import EventLog
 from acwd.logconfig import configure
+from acwd.metrics import Metrics
+from acwd.runtime.journal import JournalRefused, backup, export_wrapups
 from acwd.runtime.node import Node
 from acwd.server import Server
 from acwd.settings import describe, load_settings
@@ -26,15 +32,26 @@ async def serve(settings: Settings, config_path: str | None, host: str, port: in
     log = structlog.get_logger("acwd")
     node = Node(settings)
     server = Server(node, settings, config_path)
+    events = EventLog()
+    node.observers.append(events.observe)
+    if events.debug:
+        server.on_request = events.request
+    metrics = Metrics(node, CollectorRegistry(), server) if settings.metrics.port else None
+    if metrics is not None:
+        metrics.attach()
     async with anyio.create_task_group() as tg:
         await tg.start(node.run)
         bound = await tg.start(server.serve, host, port)
-        metrics = settings.metrics
+        exposition = "off"
+        if metrics is not None:
+            mhost = settings.metrics.host
+            mport = await tg.start(metrics.serve, mhost, settings.metrics.port)
+            exposition = f"http://{f'[{mhost}]' if ':' in mhost else mhost}:{mport}/metrics"
         log.info(
             "acwd listening",
             version=__version__,
             rpc=f"{host}:{bound}",
-            metrics=f"http://{metrics.host}:{metrics.port}/metrics" if metrics.port else "off",
+            metrics=exposition,
             queues=sorted(settings.queues),
         )
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -89,6 +106,59 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _journal_path(args: argparse.Namespace) -> str:
+    return args.journal or load_settings(args.config).journal.path
+
+
+def _backup(args: argparse.Namespace) -> int:
+    try:
+        pages = backup(_journal_path(args), args.dest)
+    except (ConfigError, JournalRefused, sqlite3.Error) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"backed up {pages} pages to {args.dest}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    def progress(done: int, total: int) -> None:
+        print(f"\rexported {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        count = export_wrapups(
+            _journal_path(args),
+            out,
+            args.format,
+            _when(args.since),
+            _when(args.until),
+            progress if sys.stderr.isatty() else None,
+        )
+    except (ConfigError, JournalRefused, sqlite3.Error, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(f"{count} wrap-up records", file=sys.stderr)
+    return 0
+
+
+def _when(text: str | None) -> float | None:
+    """Unix seconds, or an ISO 8601 date/time (UTC unless it says otherwise)."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="acwd", description="The After Conversation Work daemon.")
     p.add_argument("--version", action="version", version=f"acwd {__version__}")
@@ -104,6 +174,17 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a configuration file and show what it runs")
     c.add_argument("file")
     c.set_defaults(func=_check_config)
+    b = sub.add_parser("backup", help="copy the journal safely, even while the daemon runs")
+    b.add_argument("dest", help="file to write the copy to")
+    e = sub.add_parser("export", help="write wrap-up records as CSV or JSON lines")
+    e.add_argument("--since", help="from this time (Unix seconds or ISO 8601), inclusive")
+    e.add_argument("--until", help="up to this time (Unix seconds or ISO 8601), exclusive")
+    e.add_argument("--format", choices=("csv", "jsonl"), default="jsonl")
+    e.add_argument("--output", "-o", help="file to write (default: standard output)")
+    for tool, func in ((b, _backup), (e, _export)):
+        tool.add_argument("--config", help="configuration file naming [journal] path")
+        tool.add_argument("--journal", help="journal file (overrides the configuration)")
+        tool.set_defaults(func=func)
     return p
 
 

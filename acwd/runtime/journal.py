@@ -331,3 +331,75 @@ class Journal:
             raise DomainError(
                 ErrorCode.INTERNAL, f"The journal could not be read: {exc}."
             ) from None
+
+
+# -- offline tools: backup and export ------------------------------------------------------------
+
+
+def backup(path: str, dest: str) -> int:
+    """Copy the journal with SQLite's online backup (safe while the daemon runs); returns pages."""
+    if not os.path.exists(path):
+        raise JournalRefused(f"{path} does not exist; check [journal] path.")
+    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    target = sqlite3.connect(dest)
+    try:
+        source.backup(target)
+        return int(target.execute("PRAGMA page_count").fetchone()[0])
+    finally:
+        target.close()
+        source.close()
+
+
+EXPORT_COLUMNS = (
+    "work_id",
+    "agent_id",
+    "queue",
+    "channel",
+    "disposition",
+    "notes",
+    "fields",
+    "follow_ups",
+    "talk_s",
+    "acw_started_at",
+    "acw_ended_at",
+    "acw_seconds",
+    "extensions",
+    "reason",
+)
+
+
+def export_wrapups(
+    path: str,
+    out: Any,
+    fmt: str = "jsonl",
+    since: float | None = None,
+    until: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Stream wrap-up records ended in [since, until) to ``out`` as CSV or JSON lines."""
+    import csv
+
+    if not os.path.exists(path):
+        raise JournalRefused(f"{path} does not exist; check [journal] path.")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        sql, args = Journal._wrapup_filter(since, until, None, None)
+        total = db.execute(sql.replace("SELECT data", "SELECT count(*)"), args).fetchone()[0]
+        writer = csv.DictWriter(out, EXPORT_COLUMNS) if fmt == "csv" else None
+        if writer is not None:
+            writer.writeheader()
+        done = 0
+        for (data,) in db.execute(sql + " ORDER BY ended_at, id", args):
+            if writer is not None:
+                row = json.loads(data)
+                row["fields"] = _dumps(row["fields"])
+                row["follow_ups"] = _dumps(row["follow_ups"])
+                writer.writerow(row)
+            else:
+                out.write(data + "\n")
+            done += 1
+            if progress is not None and (done % 1000 == 0 or done == total):
+                progress(done, total)
+        return done
+    finally:
+        db.close()

@@ -34,8 +34,11 @@ from acwd.runtime.journal import Journal, Recovered
 class Node:
     """One acwd daemon's state and actors."""
 
-    def __init__(self, settings: Settings, journal: Journal | None = None) -> None:
+    def __init__(
+        self, settings: Settings, journal: Journal | None = None, wall: float | None = None
+    ) -> None:
         self.settings = settings
+        self._wall = wall  # the Unix time to start the clock at (tests); None: now
         self.journal = journal or Journal(settings.journal)
         self.log = structlog.get_logger("acwd")
         self.actors: dict[str, AgentActor] = {}
@@ -52,7 +55,7 @@ class Node:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Recover from the journal, then run the actors until cancelled."""
-        self.clock = Clock()
+        self.clock = Clock(self._wall)
         router = Router(self.settings)
         self.dispatcher = Dispatcher(router, self.clock, self)
         self.dispatcher.on_lateness = self._lateness
