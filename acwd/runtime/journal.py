@@ -191,7 +191,21 @@ class Journal:
     # -- writing -------------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._prune_daily)
+            task_status.started()
+            await self._commit_loop()
+
+    async def _prune_daily(self) -> None:
+        while True:
+            await anyio.sleep(86_400)
+            try:
+                removed = await anyio.to_thread.run_sync(self.prune, limiter=self._limiter)
+                log.info("pruned old events", removed=removed)
+            except sqlite3.Error as exc:
+                log.error("pruning events failed", reason=str(exc))
+
+    async def _commit_loop(self) -> None:
         while True:
             await self._wake.wait()
             if self.interval > 0:

@@ -12,6 +12,7 @@ import pytest
 from runtime_harness import Running
 
 from acwd.core.config import Settings
+from acwd.core.errors import DomainError, ErrorCode
 from acwd.core.views import Wrapup
 from acwd.runtime.journal import Journal, JournalRefused
 from acwd.runtime.node import Node
@@ -163,3 +164,34 @@ async def test_corrupt_and_newer_journals_are_refused(tmp_path: Path) -> None:
     journal.close()
     with pytest.raises(JournalRefused, match="newer than this acwd knows"):
         journal.open()
+
+
+async def test_failing_writes_fail_requests_and_recover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    new = make(tmp_path / "j.db")
+    node = new(T0)
+    async with started(node) as running:
+        await node.login("alice", None)
+        journal = node.journal
+        real_write = journal._write
+
+        def full_disk(*rows: Any) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(journal, "_write", full_disk)
+        with pytest.raises(DomainError) as refused:
+            await node.submit("w1", "default")
+        assert refused.value.code is ErrorCode.INTERNAL
+        assert "disk is full" in refused.value.message
+        assert journal.failing is not None
+        assert node.agent_view("alice").agent_id == "alice"  # reads still served
+        monkeypatch.setattr(journal, "_write", real_write)
+        await node.submit("w2", "default")
+        await running.settle()
+        assert journal.failing is None
+    async with started(new(T0 + 1)) as second:
+        # w1 was never acknowledged, yet the retry stored it: nothing is lost either way.
+        assert {second.node.work_view(w).work_id for w in ("w1", "w2")} == {"w1", "w2"}
