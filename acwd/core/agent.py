@@ -397,10 +397,12 @@ class AgentMachine:
             )
         out, before = Outcome(), self._snapshot()
         out.events.append(WorkTransferred(now, work_id, self.agent_id, leg.queue, queue))
-        out.effects.append(TransferItem(work_id, self.agent_id, queue))
         self._end_leg(out, now, leg)
         out.result = leg.view()
-        return self._finish(out, now, before)
+        self._finish(out, now, before)
+        # Last, so the router already has this agent's new view when it queues the item again.
+        out.effects.append(TransferItem(work_id, self.agent_id, queue))
+        return out
 
     def acw_request(self, now: float, work_id: str) -> Outcome:
         leg = self._leg(work_id, LegState.ACTIVE, "request ACW for")
@@ -447,6 +449,13 @@ class AgentMachine:
         out, before = Outcome(), self._snapshot()
         out.result = self._end_acw(out, now, leg, AcwEndReason.FORCED)
         return self._finish(out, now, before)
+
+    def resync(self) -> Outcome:
+        """Everything the router should know of this agent, sent again (it lost an update)."""
+        out = Outcome(effects=[LegChanged(leg.view()) for leg in self.legs.values()])
+        self._last_sent = self.routing_view()
+        out.effects.append(AgentChanged(self._last_sent))
+        return out
 
     def tick(self, now: float) -> Outcome:
         """Fire every timer due at ``now``: offer timeouts, ACW deadlines, disconnect grace."""

@@ -217,13 +217,16 @@ class Router:
             self.changed.add(item.work_id)
             if item.agent_id != leg.agent_id:
                 return out  # transferred away: this leg no longer drives the item's state
+            # The agent is the authority on its leg: follow its state, even across a lost update.
+            if item.finished:
+                return out
             if leg.state == "offered":
                 item.offer_expires_at = leg.offer_expires_at
-            elif leg.state == "active" and item.state is ItemState.OFFERED:
+            elif leg.state == "active":
                 item.state, item.offer_expires_at = ItemState.ACTIVE, None
-            elif leg.state == "wrapping" and item.state is ItemState.ACTIVE:
-                item.state = ItemState.WRAPPING
-            elif leg.state == "done" and item.state in (ItemState.ACTIVE, ItemState.WRAPPING):
+            elif leg.state == "wrapping":
+                item.state, item.offer_expires_at = ItemState.WRAPPING, None
+            elif leg.state == "done":
                 item.state = ItemState.COMPLETED
                 out.events.append(WorkCompleted(now, item.work_id, leg.agent_id, leg.queue))
         elif isinstance(effect, ReturnItem):
@@ -245,6 +248,10 @@ class Router:
             if item and item.agent_id == effect.agent_id:
                 item.queue, item.channel = effect.queue, self.settings.channel_of(effect.queue)
                 item.queue_since = now
+                # Not straight back to the agent who handed it on, unless nobody else takes it.
+                backoff = self.settings.resolve(item.queue, item.channel).reoffer_backoff_s
+                item.backoff[effect.agent_id] = now + backoff
+                self._timer(now + backoff, "backoff", item.work_id)
                 self._requeue(out, now, item)
         return out
 
@@ -308,8 +315,18 @@ class Router:
             for item in batch:
                 if item.state is ItemState.QUEUED:
                     agent = self._best_agent(item, now)
-                    if agent is not None:
-                        offers.append(self._offer(item, agent))
+                    if agent is None:
+                        continue
+                    better = self._best_item(agent, now)
+                    if better is not None and (
+                        self._item_key(better, now) < self._item_key(item, now)
+                    ):
+                        # The agent has a better item waiting (one no seeker picked this round):
+                        # it takes that first, next round, and this item tries again then.
+                        self._dirty_agents.add(agent.agent_id)
+                        self._dirty_items.add(item.work_id)
+                        continue
+                    offers.append(self._offer(item, agent))
             self._dirty_agents.update(a for a in seekers if self.agents[a].routable)
         return offers
 
@@ -366,10 +383,11 @@ class Router:
         q.waiting += 1
         self._dirty_items.add(item.work_id)
         cfg = q.config
+        # A re-queued item may be past due already: it is then due now, not late.
         if cfg.overflow_after_s > 0 and cfg.overflow_queue:
-            self._timer(self._overflow_at(item, cfg), "overflow", item.work_id)
+            self._timer(max(now, self._overflow_at(item, cfg)), "overflow", item.work_id)
         if cfg.max_wait_s > 0:
-            self._timer(self._max_wait_at(item, cfg), "max_wait", item.work_id)
+            self._timer(max(now, self._max_wait_at(item, cfg)), "max_wait", item.work_id)
 
     def _unindex(self, item: WorkItem) -> None:
         item.token += 1  # its heap entry is now stale

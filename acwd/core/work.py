@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,12 @@ class WorkItem:
     @property
     def finished(self) -> bool:
         return self.state in (ItemState.COMPLETED, ItemState.CANCELLED)
+
+    def clone(self) -> WorkItem:
+        """An independent copy (legs and backoff too), to roll back to after a failure."""
+        twin = copy.copy(self)
+        twin.legs, twin.backoff = list(self.legs), dict(self.backoff)
+        return twin
 
     def ticket(self) -> OfferTicket:
         return OfferTicket(

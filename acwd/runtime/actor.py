@@ -76,6 +76,7 @@ class Call(Generic[S]):
 
     fn: Callable[[S, float], Outcome]
     reply: Reply | None = None
+    key: str | None = None  # what the call may change (a work_id), for rolling back a crash
 
 
 class Actor(Generic[S]):
@@ -105,10 +106,10 @@ class Actor(Generic[S]):
     async def send(self, message: Any) -> None:
         await self._send.send(message)
 
-    async def call(self, fn: Callable[[S, float], Outcome]) -> Any:
+    async def call(self, fn: Callable[[S, float], Outcome], key: str | None = None) -> Any:
         """Run ``fn`` in the actor and return its Outcome's result (or raise its DomainError)."""
         reply = Reply()
-        await self._send.send(Call(fn, reply))
+        await self._send.send(Call(fn, reply, key))
         return await reply.wait()
 
     # -- hooks for subclasses ------------------------------------------------------------------
@@ -127,10 +128,11 @@ class Actor(Generic[S]):
         """Pass on what a step produced; returns the commit that will hold its changes."""
         raise NotImplementedError
 
-    def snapshot(self) -> Any:
+    def snapshot(self, message: Any) -> Any:
+        """What ``restore`` needs to undo ``message`` should handling it fail."""
         return None
 
-    def restore(self, snapshot: Any) -> None:
+    def restore(self, snapshot: Any, message: Any) -> None:
         """Put the state back as it was before a message that crashed."""
 
     # -- the loop ------------------------------------------------------------------------------
@@ -161,8 +163,9 @@ class Actor(Generic[S]):
                 now = self.clock.now()
             deadline = self._deadline()
             if deadline is not None and now >= deadline:
-                if self.on_lateness is not None:
-                    self.on_lateness(self.kind, now - deadline)
+                due = self.next_deadline()
+                if self.on_lateness is not None and due is not None:
+                    self.on_lateness(self.kind, now - due)  # from when it was due, retries too
                 await self._step(None, now)
 
     def _deadline(self) -> float | None:
@@ -173,7 +176,7 @@ class Actor(Generic[S]):
         reply = message.reply if isinstance(message, Call) else None
         saved = None
         try:
-            saved = self.snapshot()
+            saved = self.snapshot(message)
             if message is None:
                 out = self.tick(now)
             elif isinstance(message, Call):
@@ -193,8 +196,7 @@ class Actor(Generic[S]):
                 message=type(message).__name__,
                 exc_info=exc,
             )
-            if saved is not None:
-                self.restore(saved)
+            self.restore(saved, message)
             if message is None:
                 self._retry_at = now + 1.0
             if reply is not None:

@@ -33,6 +33,8 @@ class AgentActor(Actor[AgentMachine]):
     def handle(self, message: Any, now: float) -> Outcome:
         if isinstance(message, Offer):
             return self.state.offer(now, message.ticket)
+        if isinstance(message, Resync):
+            return self.state.resync()
         raise TypeError(f"agent actor got {type(message).__name__}")
 
     async def deliver(self, out: Outcome, called: bool) -> Commit | None:
@@ -51,8 +53,13 @@ class AgentActor(Actor[AgentMachine]):
     def _dump(self) -> dict[str, Any]:
         return dump_agent(self.state)
 
-    def snapshot(self) -> Any:
+    def snapshot(self, message: Any) -> Any:
         return self.state.clone()
 
-    def restore(self, snapshot: Any) -> None:
-        self.state = snapshot
+    def restore(self, snapshot: Any, message: Any) -> None:
+        if snapshot is not None:
+            self.state = snapshot
+
+
+class Resync:
+    """Dispatcher → agent: send your routing view and every leg again (after a lost effect)."""

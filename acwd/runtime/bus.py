@@ -57,8 +57,11 @@ class EventBus:
             del self._agent_conn[agent_id]
         return agents
 
-    def bind_agent(self, agent_id: str, conn_id: int) -> None:
-        self._agent_conn[agent_id] = conn_id
+    def bind_agent(self, agent_id: str, conn_id: int | None) -> None:
+        if conn_id is None:
+            self._agent_conn.pop(agent_id, None)
+        else:
+            self._agent_conn[agent_id] = conn_id
 
     def bound_conn(self, agent_id: str) -> int | None:
         return self._agent_conn.get(agent_id)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from acwd.core.events import Effect, Outcome, ReturnItem
+from acwd.core.events import Effect, LegChanged, Outcome, ReturnItem
 from acwd.core.routing import UNDELIVERED, Router
-from acwd.runtime.actor import Actor, Clock
+from acwd.runtime.actor import Actor, Call, Clock
+from acwd.runtime.agent_actor import Resync
 from acwd.runtime.journal import Commit
 
 if TYPE_CHECKING:
@@ -50,7 +51,37 @@ class Dispatcher(Actor[Router]):
                 for event in router.apply(now, back).events:
                     node.publish(event)
 
-    def restore(self, snapshot: Any) -> None:
-        # Router operations validate before they change anything; after an unexpected error the
-        # indexes are rebuilt from the items and agent views, which are the router's records.
-        self.state.reconfigure(self.state.settings)
+    def snapshot(self, message: Any) -> Any:
+        work_id = _work_id_of(message)
+        if work_id is None:
+            return None
+        item = self.state.items.get(work_id)
+        return work_id, item.clone() if item is not None else None
+
+    def restore(self, snapshot: Any, message: Any) -> None:
+        """Undo what the crashed message did to its item, rebuild the indexes from the items and
+        agent views, and ask the agent whose effect was lost to send its state again."""
+        router = self.state
+        if snapshot is not None:
+            work_id, item = snapshot
+            if item is None:
+                router.items.pop(work_id, None)
+            else:
+                router.items[work_id] = item
+            router.changed.add(work_id)
+        router.reconfigure(router.settings)
+        agent_id = getattr(message, "agent_id", None) or getattr(
+            getattr(message, "view", None) or getattr(message, "leg", None), "agent_id", None
+        )
+        actor = self.node.actors.get(agent_id) if agent_id else None
+        if actor is not None:
+            actor.send_nowait(Resync())
+
+
+def _work_id_of(message: Any) -> str | None:
+    if isinstance(message, Call):
+        return message.key
+    if isinstance(message, LegChanged):
+        return message.leg.work_id
+    work_id = getattr(message, "work_id", None)
+    return work_id if isinstance(work_id, str) else None

@@ -196,10 +196,19 @@ class Node:
             self.actors[agent_id] = actor
             assert self._tg is not None, "the node is not running"
             await self._tg.start(self._supervise, actor)
-        view: AgentView = await actor.call(lambda m, now: m.login(now, **profile))
+        # Bind first: the login itself may make the agent routable, and the offer that follows
+        # must reach this connection.
+        previous = actor.conn_id, self.bus.bound_conn(agent_id)
         if conn_id is not None:
             actor.conn_id = conn_id
             self.bus.bind_agent(agent_id, conn_id)
+        try:
+            view: AgentView = await actor.call(lambda m, now: m.login(now, **profile))
+        except DomainError:
+            if conn_id is not None:
+                actor.conn_id = previous[0]
+                self.bus.bind_agent(agent_id, previous[1])
+            raise
         return view
 
     async def logout(self, agent_id: str, force: bool = False) -> AgentView:
@@ -233,7 +242,8 @@ class Node:
     ) -> WorkView:
         need = ticket_skills(skills)
         await self.dispatcher.call(
-            lambda r, now: r.submit(now, work_id, queue, channel, priority, need, size, attributes)
+            lambda r, now: r.submit(now, work_id, queue, channel, priority, need, size, attributes),
+            key=work_id,
         )
         return self.work_view(work_id)  # after routing: it may already be offered
 
@@ -292,7 +302,7 @@ class Node:
                     return Outcome(result=None)
                 return router.cancel(now, work_id, why)
 
-            result: WorkView | None = await self.dispatcher.call(cancel)
+            result: WorkView | None = await self.dispatcher.call(cancel, key=work_id)
             if result is not None:
                 return result
         raise DomainError(ErrorCode.CONFLICT, f"Work item {work_id} kept moving; try again.")

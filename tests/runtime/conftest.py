@@ -5,15 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 import pytest
 import trio.testing
-from runtime_harness import Running
+from runtime_harness import Running, start_node
 
 from acwd.core.config import Settings
-from acwd.runtime.node import Node
-
-MEMORY = {"path": ":memory:", "commit_interval_ms": 0}
 
 
 @pytest.fixture
@@ -27,13 +23,11 @@ def settings(**data: Any) -> Settings:
 
 @pytest.fixture
 def config() -> dict[str, Any]:
+    """The node's configuration; override it in a module or parametrize it in a test."""
     return {}
 
 
 @pytest.fixture
 async def running(config: dict[str, Any]) -> AsyncIterator[Running]:
-    node = Node(Settings.from_dict({"journal": MEMORY, **config}))
-    async with anyio.create_task_group() as tg:
-        await tg.start(node.run)
-        yield Running(node)
-        tg.cancel_scope.cancel()
+    async with start_node(config) as run:
+        yield run

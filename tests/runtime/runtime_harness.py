@@ -14,6 +14,7 @@ from acwd.runtime.node import Node
 
 EPS = 1e-6  # float slack for clock readings (the node's clock is Unix seconds: ~2e-7 resolution)
 MS = 0.001  # "one millisecond before / after a deadline"
+MEMORY = {"path": ":memory:", "commit_interval_ms": 0}  # an in-memory journal, written inline
 
 
 class Running:
@@ -56,16 +57,12 @@ class Running:
         await anyio.sleep(seconds)
         await self.settle()
 
-    async def offer_to(self, agent_id: str, work_id: str) -> None:
-        """Submit-free helper: wait until ``work_id`` is offered and accept it as ``agent_id``."""
-        await self.settle()
-        await self.node.accept(work_id, agent_id)
-
 
 @asynccontextmanager
 async def start_node(config: dict[str, Any]) -> AsyncIterator[Running]:
-    """Run a node over ``Settings.from_dict(config)`` for the duration of the block."""
-    node = Node(Settings.from_dict(config))
+    """Run a node over ``Settings.from_dict(config)`` (with an in-memory journal unless the
+    config names one) for the duration of the block."""
+    node = Node(Settings.from_dict({"journal": MEMORY, **config}))
     async with anyio.create_task_group() as tg:
         await tg.start(node.run)
         try:
@@ -97,3 +94,12 @@ class LogRecorder:
 
     def bind(self, **_: Any) -> LogRecorder:
         return self
+
+
+async def connect(run: Running, agent_id: str, work_id: str, queue: str = "default") -> None:
+    """Submit ``work_id``, check that it went to ``agent_id``, and accept it."""
+    await run.node.submit(work_id, queue)
+    await run.settle()
+    view = run.node.work_view(work_id)
+    assert (view.state, view.agent_id) == ("offered", agent_id), view
+    await run.node.accept(work_id, agent_id)
