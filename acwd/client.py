@@ -181,7 +181,8 @@ class Client:
             try:
                 await self._stream.send(data)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                self._fail(ConnectionLost(f"The connection broke: {exc or type(exc).__name__}."))
+                broke = f"The connection broke ({_describe(exc)})."
+                self._fail(ConnectionLost(self._close_reason(broke)))
             except BaseException:
                 # Cancelled while blocked on a server that is not reading: the request may be
                 # half-written, which would corrupt the stream for every caller, so it must go.
@@ -257,7 +258,8 @@ class Client:
             return
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             if self._lost is None:
-                self._fail(ConnectionLost(f"The connection broke: {exc or type(exc).__name__}."))
+                broke = f"The connection broke ({_describe(exc)})."
+                self._fail(ConnectionLost(self._close_reason(broke)))
             return
         self._unpacker.feed(data)
         try:
@@ -273,13 +275,13 @@ class Client:
         kind = message[0]
         if kind == RESPONSE and len(message) == 4:
             _, msgid, error, result = message
+            if isinstance(error, Mapping) and error.get("code") == "protocol":
+                # The server closes the connection after this (with msgid 0 when it could not
+                # tell which request broke the protocol): the reason for the ConnectionLost.
+                self._server_error = _rpc_error(error)
             waiter = self._calls.pop(msgid, None)
             if waiter is None:
-                if isinstance(error, Mapping):
-                    # msgid 0: the server could not tell which request broke the protocol and
-                    # is about to close; keep its reason for the ConnectionLost that follows.
-                    self._server_error = _rpc_error(error)
-                return
+                return  # its caller was cancelled
             if error is not None:
                 waiter.finish(error=_rpc_error(error))
             else:
@@ -468,6 +470,12 @@ def _plain(value: Mapping[str, Any] | Sequence[str] | None) -> Any:
     if value is None:
         return None
     return dict(value) if isinstance(value, Mapping) else list(value)
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, for a person: anyio's stream errors often say it only in their cause."""
+    cause = exc.__cause__ or exc.__context__
+    return str(exc) or (str(cause) if cause is not None else "") or type(exc).__name__
 
 
 def _rpc_error(error: Any) -> RpcError:

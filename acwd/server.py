@@ -8,9 +8,12 @@ exception in one request is answered ``internal`` and logged, and nothing else n
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import itertools
+import ssl
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -20,6 +23,7 @@ import anyio
 import structlog
 from anyio.abc import SocketAttribute, TaskGroup, TaskStatus
 from anyio.streams.stapled import MultiListener
+from anyio.streams.tls import TLSStream
 
 from acwd import __version__
 from acwd.core.config import Settings
@@ -35,12 +39,16 @@ from acwd.protocol.framing import (
 )
 from acwd.runtime.bus import Subscription
 from acwd.runtime.node import Node
+from acwd.security import HelloThrottle, RequestBucket, is_disconnect, tls_context
 from acwd.settings import load_settings
 
 log = structlog.get_logger("acwd.server")
 
-MAX_INFLIGHT = 256  # requests in progress per connection before we stop reading from it
+# Requests in progress per connection before we stop reading from it. It also bounds how much
+# one connection can put ahead of everybody else in the event loop (and the memory that takes).
+MAX_INFLIGHT = 32
 WRITE_CHUNK = 256 * 1024
+MAX_REFUSING = 256  # connections past max_connections being told so at one time
 
 
 class Connection:
@@ -51,6 +59,7 @@ class Connection:
         self.id = conn_id
         self.stream = stream
         self.peer = peer
+        self.host = peer  # the remote address without the port; the server sets it
         limits = server.settings.limits
         self.decoder = FrameDecoder(
             max_message_bytes=server.settings.server.max_message_bytes,
@@ -70,6 +79,10 @@ class Connection:
         self._tg: TaskGroup | None = None
         self._reading = anyio.CancelScope()
         self.closing = False
+        self._last_request = anyio.current_time()
+        rate = limits.requests_per_s
+        self._bucket = RequestBucket(rate) if rate else None
+        self.rate_limited = 0  # requests refused with overloaded
 
     # -- outbound ------------------------------------------------------------------------------
 
@@ -124,6 +137,8 @@ class Connection:
 
     async def run(self) -> None:
         try:
+            if self.server.ssl_context is not None:
+                await self._start_tls(self.server.ssl_context)
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._writer)
@@ -135,8 +150,11 @@ class Connection:
                     await self._slots.acquire()
                 await self._flush()
                 tg.cancel_scope.cancel()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass
+        except Exception as exc:
+            # A reset or broken peer is routine (anyio reports it inside an exception group);
+            # anything else is a bug in this connection's handling, and it stays here.
+            if not is_disconnect(exc):
+                log.error("connection failed", conn_id=self.id, peer=self.peer, exc_info=exc)
         finally:
             self.closing = True
             with anyio.CancelScope(shield=True):
@@ -153,6 +171,9 @@ class Connection:
                 self.decoder.feed(data)
                 while (request := self.decoder.next_message()) is not None:
                     self.requests += 1
+                    self._last_request = anyio.current_time()
+                    if self._refused(request):
+                        continue
                     await self._slots.acquire()
                     tg.start_soon(self._handle, request)
             except ProtocolError as exc:
@@ -167,27 +188,77 @@ class Connection:
                 tg.cancel_scope.cancel()
                 return
 
+    def _refused(self, request: Request) -> bool:
+        """Answer at once, without running it, a request that comes too early or too fast."""
+        if self.role is None and request.method != "hello":
+            error = DomainError(ErrorCode.UNAUTHENTICATED, "Call hello with a token first.")
+        elif self._bucket is not None and not self._bucket.take():
+            self.rate_limited += 1
+            if self.rate_limited == 1:
+                log.info("request rate limit reached", conn_id=self.id, peer=self.peer)
+            rate = self._bucket.rate
+            error = DomainError(
+                ErrorCode.OVERLOADED,
+                f"More than {rate:g} requests per second on this connection; slow down.",
+                {"requests_per_s": rate},
+            )
+        else:
+            return False
+        self.send(encode_response(request.msgid, error.to_wire(), None))
+        if self.server.on_request is not None:
+            self.server.on_request(request.method, error.code.value, 0.0)
+        return True
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        try:
+            with anyio.fail_after(self.server.settings.server.hello_timeout_s):
+                self.stream = await TLSStream.wrap(
+                    self.stream, server_side=True, ssl_context=context, standard_compatible=False
+                )
+        except Exception as exc:
+            log.info(
+                "TLS handshake failed", conn_id=self.id, peer=self.peer, reason=repr(exc)[:200]
+            )
+            raise
+
     async def _hello_watchdog(self) -> None:
-        await anyio.sleep(self.server.settings.server.hello_timeout_s)
+        """Close a connection with no hello in time, then (if set) one idle for too long."""
+        config = self.server.settings.server
+        await anyio.sleep(config.hello_timeout_s)
         if not self.greeted and (self.server.auth or self.requests == 0):
             log.info("closing connection: no hello in time", conn_id=self.id, peer=self.peer)
             self.abort()
+            return
+        # Idle: no complete request for idle_timeout_s and none in progress. A client that
+        # trickles bytes without finishing a message is idle too.
+        while idle := self.server.settings.server.idle_timeout_s:
+            quiet = anyio.current_time() - self._last_request
+            if quiet >= idle and self._slots.value == MAX_INFLIGHT:
+                log.info("closing connection: idle", conn_id=self.id, peer=self.peer, idle_s=idle)
+                self.abort()
+                return
+            await anyio.sleep(max(idle - quiet, 0.05))
 
     async def _handle(self, request: Request) -> None:
+        started = time.perf_counter()
         try:
             error, result = None, None
             try:
                 spec, args = m.parse_request(request.method, request.params, self.server.limits)
                 self._authorize(spec, args)
                 result = to_plain(await HANDLERS[spec.name](self, args))
+                response = encode_response(request.msgid, None, result)
             except DomainError as exc:
                 error = exc.to_wire()
             except Exception as exc:
                 log.error("request failed", conn_id=self.id, method=request.method, exc_info=exc)
                 error = {"code": "internal", "message": "Internal error; it has been logged."}
-            self.send(encode_response(request.msgid, error, result))
+            if error is not None:
+                response = encode_response(request.msgid, error, None)
+            self.send(response)
             if self.server.on_request is not None:
-                self.server.on_request(request.method, error["code"] if error else "ok")
+                code = error["code"] if error else "ok"
+                self.server.on_request(request.method, code, time.perf_counter() - started)
         finally:
             self._slots.release()
 
@@ -240,9 +311,14 @@ def _mine(conn: Connection) -> str | None:
 async def _hello(conn: Connection, args: m.Hello) -> Any:
     server = conn.server
     if server.auth:
+        await server.hello_throttle.admit(conn.host)  # waits only after failures from there
         token = server.authenticate(args.token)
         if token is None:
-            log.warning("hello refused: bad token", conn_id=conn.id, peer=conn.peer)
+            failures = server.hello_throttle.failed(conn.host)
+            if failures <= 3 or failures & (failures - 1) == 0:  # then 4, 8, 16...: no log flood
+                log.warning(
+                    "hello refused: bad token", conn_id=conn.id, peer=conn.peer, failures=failures
+                )
             raise DomainError(ErrorCode.UNAUTHENTICATED, "That token is not valid.")
         conn.role = token.role.value
         conn.agent_id = token.agent_id
@@ -401,7 +477,7 @@ async def _queue_list(conn: Connection, args: m.QueueList) -> Any:
     settings = conn.server.settings
     queues = settings.to_dict()["queues"]
     return [
-        {"queue": name, **cfg, "resolved": to_plain(settings.resolve(name))}
+        {"queue": name, **cfg, "resolved": dataclasses.asdict(settings.resolve(name))}
         for name, cfg in queues.items()
     ]
 
@@ -430,11 +506,16 @@ class Server:
         self.connections: dict[int, Connection] = {}
         self.stopping = False
         self.stopped = anyio.Event()
-        self.on_request: Callable[[str, str], None] | None = None
+        # (method, "ok" or error code, seconds from arrival to the response being queued)
+        self.on_request: Callable[[str, str, float], None] | None = None
         self._ids = itertools.count(1)
         self._accepting: anyio.CancelScope | None = None
         self._reload_lock = anyio.Lock()
         self.port = 0
+        self.ssl_context: ssl.SSLContext | None = None  # set by serve from [server] tls_*
+        self.hello_throttle = HelloThrottle()
+        self.refused_connections = 0  # turned away at max_connections
+        self._refusing = 0
         self._configure(settings)
 
     def _configure(self, settings: Settings) -> None:
@@ -481,6 +562,7 @@ class Server:
         self, host: str, port: int, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Accept connections until ``stop``; then let every connection finish what it has."""
+        self.ssl_context = tls_context(self.settings.server)
         multi = await anyio.create_tcp_listener(local_host=host, local_port=port)
         listeners = list(multi.listeners) if isinstance(multi, MultiListener) else [multi]
         self.port = listeners[0].extra(SocketAttribute.local_port)
@@ -504,13 +586,60 @@ class Server:
                 continue
             conn_id = next(self._ids)
             try:
-                peer = str(stream.extra(SocketAttribute.remote_address))
+                address = stream.extra(SocketAttribute.remote_address)
             except Exception:
-                peer = "?"
-            conn = Connection(self, conn_id, stream, peer)
-            self.connections[conn_id] = conn
-            self.node.bus.attach(conn_id, conn.send_event)
+                address = "?"
+            peer = str(address)
+            if len(self.connections) >= self.settings.server.max_connections:
+                tg.start_soon(self._refuse_connection, stream, peer)
+                continue
+            try:
+                conn = Connection(self, conn_id, stream, peer)
+                conn.host = str(address[0]) if isinstance(address, tuple) else peer
+                self.connections[conn_id] = conn
+                self.node.bus.attach(conn_id, conn.send_event)
+            except Exception as exc:  # a bug setting up one connection must not stop the others
+                log.error("connection setup failed", peer=peer, exc_info=exc)
+                self.connections.pop(conn_id, None)
+                await stream.aclose()
+                continue
             tg.start_soon(conn.run)
+
+    async def _refuse_connection(self, stream: Any, peer: str) -> None:
+        """Over max_connections: answer ``overloaded`` (msgid 0) and close."""
+        limit = self.settings.server.max_connections
+        self.refused_connections += 1
+        if self.refused_connections & (self.refused_connections - 1) == 0:  # 1, 2, 4, 8...
+            log.warning(
+                "connection refused: max_connections reached",
+                peer=peer,
+                max_connections=limit,
+                refused_total=self.refused_connections,
+            )
+        # Plain TCP only (over TLS that would need a handshake first); and at most
+        # MAX_REFUSING at a time, each for at most half a second, so that a flood past the
+        # limit costs a bounded number of sockets: the rest are closed without a word.
+        if self.ssl_context is None and self._refusing < MAX_REFUSING:
+            self._refusing += 1
+            error = DomainError(
+                ErrorCode.OVERLOADED,
+                f"The server is at its limit of {limit} connections; try again later.",
+                {"max_connections": limit},
+            )
+            try:
+                with anyio.move_on_after(0.5):
+                    await stream.send(encode_response(0, error.to_wire(), None))
+                    # Read what the client already sent, so closing does not reset the
+                    # connection and discard the answer before the client reads it.
+                    await stream.send_eof()
+                    while len(await stream.receive(65536)):
+                        pass
+            except Exception:
+                pass
+            finally:
+                self._refusing -= 1
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
 
     async def connection_closed(self, conn: Connection) -> None:
         self.connections.pop(conn.id, None)

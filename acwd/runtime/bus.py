@@ -93,7 +93,9 @@ class EventBus:
                 wire = wire or event.to_wire()
                 self._sinks[conn_id](wire)
                 sent.add(conn_id)
-        agent_id = getattr(event, "agent_id", None)
+        agent_id = getattr(event, "agent_id", None) or getattr(
+            getattr(event, "record", None), "agent_id", None
+        )
         if agent_id is not None and topics[0] in ("work", "acw", "agent"):
             own = self._agent_conn.get(agent_id)
             if own is not None and own not in sent and own in self._sinks:
