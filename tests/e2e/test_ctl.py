@@ -14,7 +14,7 @@ import pytest
 from e2e_support import Daemon, interrupt, run_ctl, start_ctl
 
 ROOT = Path(__file__).resolve().parents[2]
-WALKTHROUGH = ROOT / "docs" / "walkthrough.md"
+WALKTHROUGH = ROOT / "README.md"
 
 Ctl = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -150,7 +150,7 @@ def test_port_option_beats_the_environment(daemon: Daemon) -> None:
 
 
 def walkthrough_commands() -> list[list[str]]:
-    """The ``$ acwctl ...`` lines of docs/walkthrough.md, in order."""
+    """The ``$ acwctl ...`` lines of the README walkthrough, in order."""
     lines = re.findall(r"^\$ acwctl (.+)$", WALKTHROUGH.read_text(), re.M)
     return [line.split() for line in lines]
 
