@@ -255,6 +255,8 @@ class Node:
         fn: Callable[[AgentMachine, float], Outcome],
     ) -> Any:
         """Run ``fn`` in the actor of the agent holding the item's leg in ``state``."""
+        if agent_id is not None and work_id not in self.actor(agent_id).state.legs:
+            self.router.holder(work_id, state)  # an item in another state: invalid_state
         holder = agent_id or self.router.holder(work_id, state)
         return await self.actor(holder).call(fn)
 

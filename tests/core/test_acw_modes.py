@@ -55,6 +55,8 @@ def test_timer_boundary_no_offer_before_and_offer_at_deadline(mode: str, deadlin
     before = c.advance(deadline - TICK)
     assert acw_ends(before) == []
     assert offers(before) == []
+    # a timer firing early (any wake-up of the agent's actor) must not end it either
+    assert acw_ends(c.agents["a"].tick(deadline - TICK)) == []
     view = c.agents["a"].view()
     assert (view.state, view.routable) == ("acw", False)
     assert c.router.agents["a"].routable is False
@@ -499,3 +501,30 @@ def test_record_without_wrapup_has_empty_notes_fields_and_follow_ups() -> None:
     (record,) = c.records
     assert (record.notes, dict(record.fields), record.follow_ups) == ("", {}, ())
     assert record.talk_s == 9.0
+
+
+def test_logout_during_forced_acw_keeps_the_stored_disposition() -> None:
+    """A decision: what the agent already submitted is kept, as at the timer."""
+    c, _ = _wrapping_center("forced")
+    c.acw_complete(20.0, "w1", Wrapup(disposition="sold", notes="kept"))
+    c.logout(25.0, "a")
+    (record,) = c.records
+    assert (record.reason, record.disposition, record.notes) == ("logout", "sold", "kept")
+
+
+def test_status_after_a_missed_offer_is_pending_while_another_leg_wraps() -> None:
+    """on_timeout_status follows the rule for any status change: pending during ACW."""
+    c = make_center(
+        {"defaults": {"acw_scope": "slot", "acw_seconds": 30.0, "offer_timeout_s": 5.0}}
+    )
+    c.login(0.0, "a", capacity=2)
+    c.submit(0.0, "w1", "default")
+    c.accept(1.0, "w1")
+    c.end(2.0, "w1")
+    c.submit(3.0, "w2", "default")
+    c.advance(8.0)  # the offer of w2 expires while w1 wraps
+    view = c.agents["a"].view()
+    assert (view.state, view.status, view.pending_status) == ("acw", "available", "away")
+    at = c.advance(32.0)
+    assert acw_ends(at) == [("a", "w1", "timeout")]
+    assert (c.agents["a"].status.value, c.agents["a"].reason) == ("away", "no_answer")

@@ -280,6 +280,7 @@ def test_disconnect_requeues_offers_at_once_and_goes_offline_after_grace() -> No
 
     before = c.advance(35.0 - TICK)
     assert transitions(before, "a") == []
+    assert transitions(c.agents["a"].tick(35.0 - TICK), "a") == []
     assert c.agents["a"].view().status == "available"
     at = c.advance(35.0)
     assert transitions(at, "a") == [("available", "offline")]
@@ -357,3 +358,25 @@ def test_no_answer_count_counts_consecutive_expired_offers_and_resets_on_accept(
     assert c.agents["a"].view().no_answer_count == 2
     c.accept(12.0, "w1")
     assert c.agents["a"].view().no_answer_count == 0
+
+
+def test_relogin_during_acw_sets_status_like_set_status() -> None:
+    """A decision: the status given at a re-login is applied as by set_status (pending in ACW),
+    so a re-login with the default "available" cancels a pending away."""
+    c = make_center(AUTO)
+    c.login(0.0, "a")
+    serve(c, 1.0, "w1")
+    c.end(10.0, "w1")
+    assert c.login(11.0, "a", status="away").result.pending_status == "away"
+    assert c.login(12.0, "a").result.pending_status is None
+    c.submit(13.0, "w2", "default")
+    assert offers(c.advance(40.0)) == [("w2", "a")]
+
+
+def test_disconnect_grace_is_an_agent_setting_not_a_queue_one() -> None:
+    """A decision: grace belongs to the agent; [agents.ID] or [defaults] set it, queues do not."""
+    c = make_center({"queues": {"default": {"disconnect_grace_s": 5.0}}})
+    c.login(0.0, "a")
+    c.disconnect(1.0, "a")
+    assert transitions(c.advance(30.0), "a") == []
+    assert transitions(c.advance(31.0), "a") == [("available", "offline")]

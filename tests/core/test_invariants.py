@@ -415,8 +415,9 @@ class CenterMachine(RuleBasedStateMachine):
     def handle_otherwise(self, index: int, action: str, targeted: bool) -> None:
         self._handle(index, action, targeted)
 
-    @rule()
-    def accept_every_offer(self) -> None:
+    @rule(index=st.integers(0, 200))
+    def serve_a_cycle(self, index: int) -> None:
+        """Accept every offer, then end one active item: keeps legs flowing into ACW."""
         for agent_id, machine in sorted(self.c.agents.items()):
             for work_id in [w for w, lg in machine.legs.items() if lg.state is LegState.OFFERED]:
                 self._do(
@@ -424,6 +425,21 @@ class CenterMachine(RuleBasedStateMachine):
                     work_id,
                     lambda w=work_id, a=agent_id: self.c.accept(self.now, w, a),  # type: ignore[misc]
                 )
+        active = [w for w in self.submitted if self.c.router.items[w].state is ItemState.ACTIVE]
+        if active:
+            work_id = active[index % len(active)]
+            self._do("end", work_id, lambda: self.c.end(self.now, work_id))
+
+    @rule()
+    def spurious_wakeup(self) -> None:
+        """The runtime may wake agents' actors at any moment: a tick with nothing due must do
+        nothing (in particular, end no ACW before its deadline)."""
+        for machine in list(self.c.agents.values()):
+            self._do(
+                "advance",
+                None,
+                lambda m=machine: self.c._run(self.now, m.tick(self.now), m),  # type: ignore[misc]
+            )
 
     def _handle(self, index: int, action: str, targeted: bool) -> None:
         states = {
@@ -480,11 +496,12 @@ class CenterMachine(RuleBasedStateMachine):
         self._advance(how, 1.0)
 
     def _advance(self, how: str, step: float) -> None:
+        self.previous_now = self.now
         target = self.now + step
         deadline = self.c.next_deadline()
         if how != "step" and deadline is not None and deadline > self.now:
             target = deadline if how == "deadline" else max(self.now, deadline - TICK)
-        self.previous_now, self.now = self.now, target
+        self.now = target
         self._do("advance", None, lambda: self.c.advance(self.now))
 
     # -- invariants after every step -----------------------------------------------------------

@@ -150,6 +150,7 @@ def test_offer_timeout_boundary_status_away_no_answer() -> None:
     c.submit(1.0, "w1", "default")
     before = c.advance(16.0 - TICK)
     assert events(before, WorkOfferExpired) == []
+    assert events(c.agents["a"].tick(16.0 - TICK), WorkOfferExpired) == []
     assert c.router.item("w1").state.value == "offered"
     at = c.advance(16.0)
     assert [(e.work_id, e.agent_id) for e in events(at, WorkOfferExpired)] == [("w1", "a")]

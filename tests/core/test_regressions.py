@@ -229,28 +229,33 @@ def test_item_transferred_back_is_not_offered_while_the_agent_wraps_it_up() -> N
     """Core bug (agent.py refusal, routing.py _eligible): with acw_scope = "slot" an agent that
     transferred an item into another queue it serves was offered the item again at once; the
     new offer replaced the wrapping leg (legs are keyed by work_id), so that ACW never ended
-    and its wrap-up record was lost."""
+    and its wrap-up record was lost. (The router now also backs the item off from the agent
+    for reoffer_backoff_s; the ACW here outlasts that.)"""
     c = make_center(
         {
-            "defaults": {"acw_scope": "slot", "acw_seconds": 10.0, "offer_timeout_s": 50.0},
+            "defaults": {"acw_scope": "slot", "acw_seconds": 30.0, "offer_timeout_s": 50.0},
             "queues": {"q1": {}, "q2": {}},
         }
     )
-    c.login(0.0, "a", capacity=2)
+    c.login(0.0, "a", capacity=3)
     c.submit(1.0, "w1", "q1")
     c.accept(2.0, "w1")
     out = c.transfer(3.0, "w1", "q2")
     assert offers(out) == []
     assert c.agents["a"].legs["w1"].state.value == "wrapping"
     assert offers(c.submit(4.0, "w2", "q1")) == [("w2", "a")]  # the free slot still works
-    at = c.advance(13.0)
+    c.accept(5.0, "w2")
+    c.end(6.0, "w2")  # a now wraps w1 and w2, one slot each, and has one slot free
+    assert c.agents["a"].view().routable is True
+    assert offers(c.advance(13.0)) == []  # the backoff is over, but a still wraps w1
+    at = c.advance(33.0)
     assert acw_ends(at) == [("a", "w1", "timeout")]
     assert offers(at) == [("w1", "a")]  # only now may it come back to a
     assert [(r.work_id, r.queue, r.reason) for r in c.records] == [("w1", "q1", "timeout")]
-    c.accept(14.0, "w1")
-    c.end(15.0, "w1")
-    c.advance(25.0)
-    assert [(r.work_id, r.queue) for r in c.records] == [("w1", "q1"), ("w1", "q2")]
+    c.accept(34.0, "w1")
+    c.end(35.0, "w1")
+    c.advance(65.0)
+    assert [(r.work_id, r.queue) for r in c.records] == [("w1", "q1"), ("w2", "q1"), ("w1", "q2")]
     assert [lg.queue for lg in c.router.item("w1").view().legs] == ["q1", "q2"]
 
 
@@ -323,3 +328,27 @@ def test_acw_timeouts_fire_exactly_at_their_deadlines_in_order() -> None:
     fired = [(e.agent_id, e.at, e.deadline) for e in events(jump, AcwEnded)]
     assert fired == [("a1", 15.0, 15.0), ("a2", 25.0, 25.0), ("a0", 35.0, 35.0)]
     assert [c.agents[a].idle_since for a in seconds] == [35.0, 15.0, 25.0]
+
+
+def test_agents_freed_together_take_the_best_items_first() -> None:
+    """Core bug (routing.py, Router.dispatch): when several agents became routable at once, they
+    all sought the same best item; each re-queued item of the batch then went to its queue's
+    best agent although that agent had a better item waiting (invariant 6)."""
+    c = make_center(
+        {
+            "queues": {
+                "low": {"offer_timeout_s": 8.0, "on_timeout_status": "available"},
+                "high": {"priority": 1},
+            }
+        }
+    )
+    for agent in ("a1", "a2", "a3"):
+        c.login(0.0, agent)
+    for work_id in ("low0", "low1", "low2"):
+        c.submit(0.0, work_id, "low")
+    c.submit(0.0, "high0", "high")
+    c.submit(0.0, "high1", "high")
+    at = c.advance(8.0)  # the three offers expire together: three agents free at once
+    got = {w for w, _ in offers(at)}
+    assert {"high0", "high1"} <= got
+    assert len(got) == 3
