@@ -41,8 +41,8 @@ async def test_offer_timeout_sends_the_agent_away_and_keeps_the_items_place(
     assert requeued.enqueued_at == first.enqueued_at
     assert running.lateness and all(s < EPS for _, s in running.lateness)
 
-    # Too late to accept.
-        # Too late to accept: the item is back in its queue.
+    # Too late to accept: the item is back in its queue.
+    with pytest.raises(DomainError) as late:
         await node.accept("w1", "alice")
     assert late.value.code is ErrorCode.INVALID_STATE
 
