@@ -14,15 +14,16 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from acwd import __version__
-from acwd.core.config import Settings
+from acwd.core.config import Role, Settings
 from acwd.core.errors import ConfigError, DomainError
 from acwd.eventlog import EventLog
 from acwd.logconfig import configure
 from acwd.metrics import Metrics
 from acwd.runtime.journal import JournalRefused, backup, export_wrapups
 from acwd.runtime.node import Node
+from acwd.security import new_token, tls_context
 from acwd.server import Server
-from acwd.settings import describe, load_settings
+from acwd.settings import _is_loopback, describe, load_settings
 
 LOOPS = ("asyncio", "uvloop", "trio")
 
@@ -81,12 +82,51 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
+    if not _front_door_ok(settings, host, args.insecure, log):
+        return 2
     backend, opts = _backend(args.loop)
     try:
         anyio.run(serve, settings, args.config, host, port, backend=backend, backend_options=opts)
     except OSError as exc:
         log.error("cannot listen", address=f"{host}:{port}", reason=str(exc))
         return 1
+    return 0
+
+
+def _front_door_ok(settings: Settings, host: str, insecure: bool, log: Any) -> bool:
+    """Safe defaults: no tokens means loopback only (unless --insecure); TLS files must load."""
+    if not settings.auth_tokens and not _is_loopback(host):
+        if not insecure:
+            log.error(
+                f"refusing to listen on {host} without authentication: add [[auth.tokens]] "
+                "to the configuration file (`acwd token new --role admin` makes one), listen "
+                "on 127.0.0.1, or pass --insecure to let anyone who can reach it act as admin",
+                host=host,
+            )
+            return False
+        log.warning(
+            f"INSECURE: listening on {host} with no [[auth.tokens]]: anyone who can reach "
+            "this address has the admin role (--insecure)",
+            host=host,
+        )
+    try:
+        tls_context(settings.server)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        log.error("TLS configuration refused", reason=str(exc))
+        return False
+    return True
+
+
+def _token_new(args: argparse.Namespace) -> int:
+    try:
+        made = new_token(Role(args.role), args.agent_id)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("# The token, shown this once (only its hash is kept): give it to the client.")
+    print(made.token)
+    print("# Add to the configuration file, then reload (SIGHUP) or restart:")
+    print(made.toml, end="")
     return 0
 
 
@@ -170,7 +210,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--loop", choices=LOOPS, default="asyncio", help="event loop (default asyncio)")
     s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     s.add_argument("--log-format", default="auto", choices=("auto", "json", "console"))
+    s.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback host with no [[auth.tokens]] (everyone is admin)",
+    )
     s.set_defaults(func=_run)
+    t = sub.add_parser("token", help="make access tokens").add_subparsers(
+        dest="token_command", required=True
+    )
+    n = t.add_parser("new", help="print a new random token and its [[auth.tokens]] lines")
+    n.add_argument("--role", required=True, choices=[role.value for role in Role])
+    n.add_argument("--agent-id", help="the agent an agent token acts as (role agent only)")
+    n.set_defaults(func=_token_new)
     c = sub.add_parser("check-config", help="validate a configuration file and show what it runs")
     c.add_argument("file")
     c.set_defaults(func=_check_config)
