@@ -96,7 +96,9 @@ def sha256(token: str) -> str:
 class Daemon:
     """``acwd serve --config FILE --port 0``, run as a user runs it; its log lines are kept."""
 
-    def __init__(self, config: Mapping[str, Any], workdir: Path) -> None:
+    def __init__(
+        self, config: Mapping[str, Any], workdir: Path, args: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
         self.config_path = workdir / "acwd.toml"
         # Never the default journal (./var) or metrics port (9400): tests must not share state.
@@ -104,7 +106,7 @@ class Daemon:
         self.config_path.write_text(toml({**base, **config}))
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [str(BIN / "acwd"), "serve", "--config", str(self.config_path), "--port", "0"],
+            [str(BIN / "acwd"), "serve", "--config", str(self.config_path), "--port", "0", *args],
             cwd=workdir,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
