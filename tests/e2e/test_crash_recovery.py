@@ -134,6 +134,10 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
     daemon = Daemon(config)
     check(Rpc(daemon.port), acked, daemon)
     daemon.kill()
+    print(
+        f"\n{ROUNDS} kill -9 rounds: {len(acked['submits'])} acknowledged submits, "
+        f"{len(acked['wrapups'])} wrap-ups, {len(acked['deadlines'])} ACW deadlines, all kept"
+    )
     assert len(acked["submits"]) > ROUNDS * 3, "the load was too light to mean anything"
     assert acked["wrapups"], "no wrap-up was acknowledged"
 
