@@ -9,6 +9,11 @@ Nesting: msgpack's C unpacker keeps an explicit stack of 1024 containers and rai
 message is still incomplete; the pure-Python fallback has the same limit), so nothing recurses
 on the Python or C stack. Within those 1024 levels ``max_depth`` is enforced after decoding by an
 iterative walk, which also rejects binary, extension types and non-string map keys.
+
+Amplification: an empty array is one byte on the wire and some 60 bytes as a Python list, so a
+1 MiB message of nested empty arrays decodes into ~65 MB and holds the event loop for ~0.5 s.
+``max_containers`` caps the arrays and maps of one message; it is counted by the unpacker's hooks
+as each container completes, so the decoder stops there, not after building everything.
 """
 
 from __future__ import annotations
@@ -95,8 +100,11 @@ class FrameDecoder:
         max_map_keys: int = 1024,
         max_array_items: int = 10_000,
         max_str_bytes: int = 1_048_576,
+        max_containers: int = 10_000,
     ) -> None:
         self.max_message_bytes = max_message_bytes
+        self.max_containers = max_containers
+        self._containers = 0  # arrays and maps completed in the message in progress
         self.max_depth = max_depth
         self.max_map_keys = max_map_keys
         self.max_array_items = max_array_items
@@ -111,7 +119,12 @@ class FrameDecoder:
             max_ext_len=max_str_bytes,
             max_array_len=max_array_items,
             max_map_len=max_map_keys,
+            list_hook=self._count_container,
+            object_hook=self._count_container,
         )
+        # The C unpacker resumes an incomplete message where it stopped; the pure-Python one
+        # parses it again from its start (calling the hooks again), so it counts from zero.
+        self._recounts = type(self._unpacker).__module__.startswith("msgpack.fallback")
         self._pending = bytearray()  # received, not yet given to the unpacker
         self._fed = 0  # stream offset up to which the unpacker has been fed
         self._msg_start = 0  # stream offset where the message in progress starts
@@ -138,6 +151,8 @@ class FrameDecoder:
 
     def _next_message(self) -> Request | None:
         while True:
+            if self._recounts:
+                self._containers = 0
             try:
                 message = self._unpacker.unpack()
             except msgpack.OutOfData:
@@ -151,6 +166,7 @@ class FrameDecoder:
                 # Untrusted bytes: whatever the unpacker raises means the input is bad, and its
                 # state is then undefined, so the connection must go.
                 raise ProtocolError(self._decode_problem(exc), self._peek_msgid()) from None
+            self._containers = 0
             end: int = self._unpacker.tell()
             if end - self._msg_start > self.max_message_bytes:
                 raise self._too_large(_msgid_of(message))
@@ -158,6 +174,12 @@ class FrameDecoder:
             self._msg_start = end
             self._head = bytearray(self._last_chunk[offset : offset + _HEAD_BYTES])
             return self._request_from(message)
+
+    def _count_container(self, container: Any) -> Any:
+        self._containers += 1
+        if self._containers > self.max_containers:
+            raise _TooManyContainers
+        return container
 
     def _feed_unpacker(self) -> None:
         room = self.max_message_bytes + 1 - (self._fed - self._msg_start)
@@ -173,6 +195,8 @@ class FrameDecoder:
         return ProtocolError(f"The message is larger than {self.max_message_bytes} bytes.", msgid)
 
     def _decode_problem(self, exc: Exception) -> str:
+        if isinstance(exc, _TooManyContainers):
+            return f"The message has more than {self.max_containers} arrays and maps."
         if isinstance(exc, msgpack.StackError | RecursionError):
             return f"The message is nested deeper than {self.max_depth} levels."
         if isinstance(exc, msgpack.FormatError):
@@ -268,6 +292,10 @@ class FrameDecoder:
                         stack.append((item, depth + 1))
                 elif kind not in _SCALARS:
                     raise ProtocolError(_bad_value(item), msgid)
+
+
+class _TooManyContainers(Exception):
+    """Raised from the unpacker's hooks past ``max_containers``."""
 
 
 def _msgid_of(message: object) -> int | None:

@@ -35,6 +35,7 @@ STATUSES: Final = ("available", "away", "offline")
 AGENT_STATES: Final = ("offline", "away", "available", "busy", "acw")
 TOPICS: Final = ("agent", "work", "acw", "queue")
 MAX_NAME_CHARS: Final = 128
+MAX_LIMIT: Final = 2**31 - 1
 _ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 
@@ -52,7 +53,7 @@ class FollowUp:
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    token: str | None = None
+    token: str | None = dataclasses.field(default=None, repr=False)  # a secret: never shown
     client: str | None = None
 
 
@@ -397,6 +398,13 @@ def _positive_integer(value: Any, _: Limits) -> int:
     return value
 
 
+def _limit(value: Any, limits: Limits) -> int:
+    count = _positive_integer(value, limits)
+    if count > MAX_LIMIT:  # it becomes an SQL parameter: a 64-bit integer at most
+        raise _Invalid(f"must be at most {MAX_LIMIT}, got {_show(value)}")
+    return count
+
+
 def _number(value: Any, _: Limits) -> float:
     if type(value) not in (int, float):
         raise _Invalid(f"must be a number of Unix seconds, got {wire_kind(value)}")
@@ -420,7 +428,7 @@ def _levels(value: Any, _: Limits) -> dict[str, int]:
         if not skill:
             raise _Invalid("skill names must not be empty")
         if type(level) is not int or level < 0:
-            raise _Invalid(f"level of {skill!r} must be an integer >= 0, got {_show(level)}")
+            raise _Invalid(f"level of {skill[:40]!r} must be an integer >= 0, got {_show(level)}")
     return dict(levels)
 
 
@@ -470,6 +478,7 @@ def _fields(value: Any, limits: Limits) -> dict[str, Any]:
                 f"value of {key[:40]!r} must be nil, boolean, integer, float or string, "
                 f"got {wire_kind(item)}"
             )
+    _finite(fields)
     return dict(fields)
 
 
@@ -506,7 +515,21 @@ def _follow_ups(value: Any, limits: Limits) -> tuple[FollowUp, ...]:
 
 
 def _attributes(value: Any, _: Limits) -> dict[str, Any]:
-    return dict(_map(value, "string keys to values"))
+    attributes = _map(value, "string keys to values")
+    _finite(attributes)
+    return dict(attributes)
+
+
+def _finite(value: dict[str, Any]) -> None:
+    """Refuse NaN and infinities anywhere inside: the journal stores JSON, which has neither."""
+    stack: list[Any] = [value]
+    while stack:  # iterative: the framing already bounds the depth
+        items = stack.pop()
+        for item in items.values() if isinstance(items, dict) else items:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise _Invalid(f"must not hold {item} (numbers must be finite)")
+            if isinstance(item, dict | list):
+                stack.append(item)
 
 
 # One rule per argument name, the same in every method.
@@ -523,7 +546,7 @@ ARGUMENT_RULES: Final[dict[str, Rule]] = {
     "reason": _string,
     "capacity": _positive_integer,
     "size": _positive_integer,
-    "limit": _positive_integer,
+    "limit": _limit,
     "priority": _integer,
     "force": _boolean,
     "skills": _levels,

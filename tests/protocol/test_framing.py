@@ -194,6 +194,39 @@ def test_array_items_limit(unpacker: str) -> None:
     assert error.msgid == 2
 
 
+def test_containers_limit(unpacker: str) -> None:
+    # The envelope, params, the map and "a" are 4 containers; 9_996 more arrays make 10_000.
+    at = encode_request(4, "ping", [{"a": [[] for _ in range(9_996)]}])
+    assert decode(at)
+    error = protocol_error(encode_request(4, "ping", [{"a": [[] for _ in range(9_997)]}]))
+    assert error.message == "The message has more than 10000 arrays and maps."
+    assert error.msgid == 4
+    assert protocol_error(encode_request(4, "ping", [{"a": [{}, {}]}]), max_containers=4)
+
+
+def test_a_1mib_bomb_of_empty_arrays_stops_at_the_containers_limit(unpacker: str) -> None:
+    """1 MiB of nested empty arrays would be ~65 MB of lists and ~0.5 s of decoding."""
+    inner = b"\xdc" + (10_000).to_bytes(2, "big") + b"\x90" * 10_000
+    data = b"\x94\x00\x08\xa4ping\x91\x81\xa1x\xdc" + (100).to_bytes(2, "big") + inner * 100
+    assert len(data) < 1_048_576
+    error = protocol_error(data)
+    assert error.message == "The message has more than 10000 arrays and maps."
+    assert error.msgid == 8
+
+
+def test_containers_are_counted_per_message_and_once_when_fed_in_pieces(unpacker: str) -> None:
+    message = encode_request(5, "ping", [{"a": [[1] for _ in range(6_000)]}])
+    decoder = FrameDecoder()
+    stream, got = message * 3, []
+    for i in range(0, len(stream), 997):  # in pieces (the fallback re-parses on every piece)
+        decoder.feed(stream[i : i + 997])
+        got += drain(decoder)
+    assert [r.msgid for r in got] == [5, 5, 5]
+    decoder = FrameDecoder()
+    decoder.feed(message * 3)
+    assert [r.msgid for r in drain(decoder)] == [5, 5, 5]
+
+
 def test_string_bytes_limit(unpacker: str) -> None:
     assert decode(encode_request(2, "ping", [{"s": "é" * 50}]), max_str_bytes=100)
     error = protocol_error(encode_request(2, "ping", [{"s": "x" * 101}]), max_str_bytes=100)

@@ -324,6 +324,26 @@ def test_positive_integers(method: str, argument: str, extra: dict[str, Any], ba
     assert getattr(parse(method, **extra, **{argument: 1}), argument) == 1
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_attributes_and_fields_hold_finite_numbers_only(bad: float) -> None:
+    # The journal stores JSON: a NaN here used to crash the daemon (found fuzzing the daemon).
+    nested = {"a": [1, {"b": [2.5, bad]}]}
+    assert "numbers must be finite" in problem(
+        "work.submit", "attributes", queue="q", attributes=nested
+    )
+    assert "numbers must be finite" in problem(
+        "acw.complete", "fields", work_id="w", fields={"x": bad}
+    )
+    assert parse("work.submit", queue="q", attributes={"a": [1e308, -0.0]}).attributes
+
+
+def test_limit_fits_an_sql_parameter() -> None:
+    # Found by benchmarks/fuzz.py: 2**63 reached SQLite and was answered `internal`.
+    assert parse("wrapup.list", limit=2**31 - 1).limit == 2**31 - 1
+    for bad in (2**31, 2**63, 2**64 - 1):
+        assert problem("wrapup.list", "limit", limit=bad).startswith("must be at most 2147483647")
+
+
 @pytest.mark.parametrize("bad", [True, 1.0, "1", [1]])
 def test_priority_is_an_integer(bad: Any) -> None:
     assert problem("work.submit", "priority", queue="q", priority=bad).startswith(
