@@ -6,6 +6,7 @@ from the running configuration (an ACW in progress keeps its own deadline, which
 
 from __future__ import annotations
 
+from dataclasses import fields
 from types import MappingProxyType
 from typing import Any
 
@@ -45,33 +46,18 @@ def dump_agent(machine: AgentMachine) -> dict[str, Any]:
     }
 
 
+_LEG_NOT_STORED = ("agent_id", "settings", "acw")  # the agent's own, resolved again, below
+
+
 def _dump_leg(leg: Leg) -> dict[str, Any]:
+    out = {f.name: getattr(leg, f.name) for f in fields(leg) if f.name not in _LEG_NOT_STORED}
+    out["state"] = leg.state.value
     acw = leg.acw
-    return {
-        "work_id": leg.work_id,
-        "queue": leg.queue,
-        "channel": leg.channel,
-        "size": leg.size,
-        "state": leg.state.value,
-        "offered_at": leg.offered_at,
-        "offer_expires_at": leg.offer_expires_at,
-        "enqueued_at": leg.enqueued_at,
-        "accepted_at": leg.accepted_at,
-        "ended_at": leg.ended_at,
-        "acw_requested": leg.acw_requested,
-        "acw": None
-        if acw is None
-        else {
-            "mode": acw.mode.value,
-            "started_at": acw.started_at,
-            "base_seconds": acw.base_seconds,
-            "extension_seconds": acw.extension_seconds,
-            "max_extensions": acw.max_extensions,
-            "requested": acw.requested,
-            "extensions": acw.extensions,
-            "wrapup": to_plain(acw.wrapup) if acw.wrapup else None,
-        },
-    }
+    out["acw"] = None
+    if acw is not None:
+        out["acw"] = {f.name: getattr(acw, f.name) for f in fields(acw)}
+        out["acw"].update(mode=acw.mode.value, wrapup=to_plain(acw.wrapup) if acw.wrapup else None)
+    return out
 
 
 def load_agent(data: dict[str, Any], settings: Settings) -> AgentMachine:
@@ -98,33 +84,12 @@ def _load_leg(raw: dict[str, Any], agent_id: str, settings: Settings) -> Leg:
     # A queue removed from the configuration since: its leg finishes under the defaults.
     known = queue if queue in settings.queues else next(iter(settings.queues))
     resolved = settings.resolve(known, raw["channel"], agent_id)
-    leg = Leg(
-        work_id=raw["work_id"],
-        agent_id=agent_id,
-        queue=queue,
-        channel=raw["channel"],
-        size=raw["size"],
-        settings=resolved,
-        state=LegState(raw["state"]),
-        offered_at=raw["offered_at"],
-        offer_expires_at=raw["offer_expires_at"],
-        enqueued_at=raw["enqueued_at"],
-        accepted_at=raw["accepted_at"],
-        ended_at=raw["ended_at"],
-        acw_requested=raw["acw_requested"],
-    )
+    stored = {k: v for k, v in raw.items() if k != "acw"}
+    leg = Leg(**stored | {"state": LegState(raw["state"])}, agent_id=agent_id, settings=resolved)
     acw = raw["acw"]
     if acw is not None:
-        leg.acw = Acw(
-            mode=AcwMode(acw["mode"]),
-            started_at=acw["started_at"],
-            base_seconds=acw["base_seconds"],
-            extension_seconds=acw["extension_seconds"],
-            max_extensions=acw["max_extensions"],
-            requested=acw["requested"],
-            extensions=acw["extensions"],
-            wrapup=load_wrapup(acw["wrapup"]) if acw["wrapup"] else None,
-        )
+        wrapup = load_wrapup(acw["wrapup"]) if acw["wrapup"] else None
+        leg.acw = Acw(**acw | {"mode": AcwMode(acw["mode"]), "wrapup": wrapup})
     return leg
 
 
@@ -138,9 +103,9 @@ def load_wrapup(data: dict[str, Any]) -> Wrapup:
 
 
 def load_record(data: dict[str, Any]) -> WrapupRecord:
-    fields = dict(data)
-    fields["follow_ups"] = tuple(FollowUp(**f) for f in data["follow_ups"])
-    return WrapupRecord(**fields)
+    values = dict(data)
+    values["follow_ups"] = tuple(FollowUp(**f) for f in data["follow_ups"])
+    return WrapupRecord(**values)
 
 
 def dump_item(item: WorkItem) -> dict[str, Any]:
@@ -187,9 +152,9 @@ def load_item(data: dict[str, Any]) -> WorkItem:
 
 
 def _load_leg_view(data: dict[str, Any]) -> LegView:
-    fields = dict(data)
-    if fields.get("acw") is not None:
-        fields["acw"] = AcwView(**fields["acw"])
-    if fields.get("wrapup") is not None:
-        fields["wrapup"] = load_wrapup(fields["wrapup"])
-    return LegView(**fields)
+    values = dict(data)
+    if values.get("acw") is not None:
+        values["acw"] = AcwView(**values["acw"])
+    if values.get("wrapup") is not None:
+        values["wrapup"] = load_wrapup(values["wrapup"])
+    return LegView(**values)
