@@ -2,7 +2,8 @@
 
 Three figures from one run, each the median over batches:
 - core: the pure ``Center`` (no event loop, no IO) — the floor;
-- node: the running actors in-process (asyncio, in-memory journal);
+- node: the running actors in-process (asyncio, in-memory journal), with the default 2 ms
+  group-commit window and with none;
 - tcp: a real ``acwd serve`` process over loopback, one client connection, with its journal file.
 
     .venv/bin/python benchmarks/lifecycle.py [--items N] [--batches B]
@@ -49,8 +50,9 @@ def bench_core(items: int) -> float:
     return (time.perf_counter() - started) / items
 
 
-async def bench_node(items: int) -> float:
-    node = Node(Settings.from_dict(SETTINGS))
+async def bench_node(items: int, commit_ms: float = 2.0) -> float:
+    journal = {"path": ":memory:", "commit_interval_ms": commit_ms}
+    node = Node(Settings.from_dict({**SETTINGS, "journal": journal}))
     async with anyio.create_task_group() as tg:
         await tg.start(node.run)
         await node.login("alice", None)
@@ -141,6 +143,7 @@ def main() -> None:
     args = p.parse_args()
     core = [bench_core(args.items) for _ in range(args.batches)]
     node = [anyio.run(bench_node, args.items) for _ in range(args.batches)]
+    no_window = [anyio.run(bench_node, args.items, 0.0) for _ in range(args.batches)]
     with tempfile.TemporaryDirectory() as tmp:
         tcp = bench_tcp(args.items, args.batches, Path(tmp))
     result = {
@@ -149,6 +152,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "core_us": statistics.median(core) * 1e6,
         "node_us": statistics.median(node) * 1e6,
+        "node_commit_window_0_us": statistics.median(no_window) * 1e6,
         "tcp_us": statistics.median(tcp) * 1e6,
     }
     result["tcp_over_core"] = result["tcp_us"] / result["core_us"]
