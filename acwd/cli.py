@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sqlite3
 import sys
@@ -42,6 +43,9 @@ async def serve(settings: Settings, config_path: str | None, host: str, port: in
         metrics.attach()
     async with anyio.create_task_group() as tg:
         await tg.start(node.run)
+        # What recovery loaded lives as long as the daemon: keep the cyclic collector from
+        # walking it again and again (full collections of 10,000 agents took 0.1-0.5 s).
+        gc.freeze()
         bound = await tg.start(server.serve, host, port)
         exposition = "off"
         if metrics is not None:

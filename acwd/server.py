@@ -80,7 +80,8 @@ class Connection:
         self._out: deque[bytes] = deque()
         self._out_bytes = 0
         self._wake = anyio.Event()
-        self._slots = anyio.Semaphore(MAX_INFLIGHT)
+        # fast_acquire: no yield to the loop per request, so a read's responses share one send.
+        self._slots = anyio.Semaphore(MAX_INFLIGHT, fast_acquire=True)
         self._tg: TaskGroup | None = None
         self._reading = anyio.CancelScope()
         self.closing = False

@@ -197,5 +197,6 @@ class Center:
                 pending.extend(step.effects)
             offers = self.router.dispatch(now)
             if not offers:
+                self.router.changed.clear()  # no journal here to take it
                 return out
             pending.extend(offers)

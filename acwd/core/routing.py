@@ -22,6 +22,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -44,6 +45,9 @@ from acwd.core.events import (
 from acwd.core.views import ItemState, LegState, RoutingView
 from acwd.core.work import WorkItem
 
+# Finished items stay in memory for work.get and for refusing a repeated work_id; beyond this
+# many the oldest are forgotten (the journal keeps them), so memory does not grow with traffic.
+KEEP_FINISHED = 100_000
 UNDELIVERED = "undelivered"  # ReturnItem reason: the offer never reached the agent's mailbox
 ItemEntry = tuple[float, int, int, str]  # (enqueued_at, seq, token, work_id)
 AgentEntry = tuple[tuple[float, ...], int, str, int]  # (policy key, seq, agent_id, version)
@@ -72,6 +76,8 @@ class Router:
         self._dirty_agents: set[str] = set()
         self._dirty_items: set[str] = set()
         self.changed: set[str] = set()  # items changed since the journal last took this set
+        self.finished: deque[str] = deque()  # finished items, oldest first, kept for work.get
+        self.keep_finished = KEEP_FINISHED
         self.reconfigure(settings)
 
     # -- configuration -------------------------------------------------------------------------
@@ -197,6 +203,7 @@ class Router:
         item.state, item.agent_id, item.offer_expires_at = ItemState.CANCELLED, None, None
         item.cancel_reason = reason
         self.changed.add(work_id)
+        self._retire(item)
         out = Outcome(events=[WorkCancelled(now, work_id, item.queue, reason)])
         out.result = item.view()
         return out
@@ -229,6 +236,7 @@ class Router:
             elif leg.state == "done":
                 item.state = ItemState.COMPLETED
                 out.events.append(WorkCompleted(now, item.work_id, leg.agent_id, leg.queue))
+                self._retire(item)
         elif isinstance(effect, ReturnItem):
             item = self.items.get(effect.work_id)
             if item and item.state is ItemState.OFFERED and item.agent_id == effect.agent_id:
@@ -346,6 +354,16 @@ class Router:
                     yield item
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _retire(self, item: WorkItem) -> None:
+        """Remember a finished item; forget the oldest beyond ``keep_finished``."""
+        self.finished.append(item.work_id)
+        while len(self.finished) > self.keep_finished:
+            work_id = self.finished.popleft()
+            old = self.items.get(work_id)
+            # Finished that many finishes ago: long since in the journal.
+            if old is not None and old.finished:
+                del self.items[work_id]
 
     def _item_key(self, item: WorkItem, now: float) -> tuple[int, float, int]:
         return (-self.effective_priority(item, now), item.enqueued_at, item.seq)

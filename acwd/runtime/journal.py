@@ -73,7 +73,9 @@ class Commit:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    # Never raises: a value JSON has no word for (NaN, an unexpected type) must not stop the
+    # journal; Python's json reads NaN and Infinity back, and anything else is kept as text.
+    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 class Journal:
@@ -91,7 +93,7 @@ class Journal:
         self._items_dirty = False
         self._retry_items: dict[str, tuple[str, str, float, str]] = {}
         self._wrapups: list[WrapupRecord] = []
-        self._events: list[tuple[float, str, str]] = []
+        self._events: list[Event] = []  # encoded in the worker thread, off the event loop
         self._next = Commit()
         self._wake = anyio.Event()
         self.on_commit: Callable[[float], None] | None = None
@@ -181,7 +183,7 @@ class Journal:
         return self._pending()
 
     def event(self, event: Event) -> None:
-        self._events.append((event.at, event.type, _dumps(to_plain(event.to_wire()))))
+        self._events.append(event)
         self._wake.set()
 
     def _pending(self) -> Commit:
@@ -246,6 +248,7 @@ class Journal:
             for agent_id, dump in agents.items():
                 self._agents.setdefault(agent_id, dump)
             self._wrapups[:0] = wrapups
+            self._events[:0] = events
             self._retry_items = {row[0]: row for row in rows_items}
             commit.error = reason
             commit.done.set()
@@ -264,10 +267,11 @@ class Journal:
         agents: list[tuple[str, str]],
         items: list[tuple[str, str, float, str]],
         wrapups: list[tuple[str, str, str, float, str]],
-        events: list[tuple[float, str, str]],
+        events: list[Event],
     ) -> None:
         db = self._db
         assert db is not None, "journal is not open"
+        history = [(e.at, e.type, _dumps(to_plain(e.to_wire()))) for e in events]
         db.execute("BEGIN")
         try:
             db.executemany(
@@ -285,7 +289,7 @@ class Journal:
                 "VALUES (?, ?, ?, ?, ?)",
                 wrapups,
             )
-            db.executemany("INSERT INTO events (at, type, data) VALUES (?, ?, ?)", events)
+            db.executemany("INSERT INTO events (at, type, data) VALUES (?, ?, ?)", history)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

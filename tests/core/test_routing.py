@@ -300,3 +300,19 @@ def test_stale_return_and_transfer_effects_are_ignored() -> None:
     assert c.router.apply(2.0, ReturnItem("w1", "b", "declined", 5.0)).events == []
     assert c.router.apply(2.0, ReturnItem("nope", "a", "declined", None)).events == []
     assert c.router.item("w1").view() == before
+
+
+def test_finished_items_beyond_the_kept_number_are_forgotten() -> None:
+    """Memory does not grow with traffic: the oldest finished items leave the router."""
+    from acwd.core.center import Center
+    from acwd.core.config import Settings
+
+    center = Center(Settings.from_dict({"defaults": {"acw_mode": "off", "offer_timeout_s": 0.0}}))
+    center.router.keep_finished = 3
+    center.login(0.0, "alice")
+    for i in range(5):
+        center.submit(float(i), f"w{i}", "default")
+        center.end(float(i), f"w{i}")
+    assert sorted(center.router.items) == ["w2", "w3", "w4"]
+    center.submit(9.0, "w9", "default")
+    assert "w2" in center.router.items  # w9 is active: nothing more has finished
