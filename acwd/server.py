@@ -267,7 +267,18 @@ class Connection:
             except DomainError as exc:
                 error = exc.to_wire()
             except Exception as exc:
-                log.error("request failed", conn_id=self.id, method=request.method, exc_info=exc)
+                # The context a person needs to find the trouble: who, on what item.
+                params = request.params
+                named = params[0] if params and isinstance(params[0], dict) else {}
+                log.error(
+                    "request failed",
+                    conn_id=self.id,
+                    peer=self.peer,
+                    method=request.method,
+                    agent_id=named.get("agent_id", self.agent_id),
+                    work_id=named.get("work_id"),
+                    exc_info=exc,
+                )
                 error = {"code": "internal", "message": "Internal error; it has been logged."}
             if error is not None:
                 response = encode_response(request.msgid, error, None)
