@@ -121,28 +121,28 @@ HOSTILE_KEYS = ["", "k" * 3000, "\x00", "é" * 100, "work_id", "__init__", "agen
 OTHER_METHODS = [*METHODS, "", "ping ", "PING", "work.", "__class__", "x" * 500]
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     out = [prefix]
     if isinstance(value, dict):
         for key, item in value.items():
-            out += _paths(item, (*prefix, key))
+            out += paths(item, (*prefix, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            out += _paths(item, (*prefix, index))
+            out += paths(item, (*prefix, index))
     return out
 
 
-def _at(value: Any, path: tuple[Any, ...]) -> Any:
+def value_at(value: Any, path: tuple[Any, ...]) -> Any:
     for step in path:
         value = value[step]
     return value
 
 
-def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+def replace_at(value: Any, path: tuple[Any, ...], new: Any) -> Any:
     if not path:
         return new
     value = copy.copy(value)
-    value[path[0]] = _replace(value[path[0]], path[1:], new)
+    value[path[0]] = replace_at(value[path[0]], path[1:], new)
     return value
 
 
@@ -162,19 +162,19 @@ def mutated_request(rng: random.Random) -> Any:
     for _ in range(rng.randint(1, 3)):
         kind = rng.random()
         if kind < 0.4:
-            message = _replace(message, rng.choice(_paths(message)), rng.choice(HOSTILE))
+            message = replace_at(message, rng.choice(paths(message)), rng.choice(HOSTILE))
         elif kind < 0.6:
-            maps = [p for p in _paths(message) if isinstance(_at(message, p), dict)]
-            maps = [p for p in maps if _at(message, p)]
+            maps = [p for p in paths(message) if isinstance(value_at(message, p), dict)]
+            maps = [p for p in maps if value_at(message, p)]
             if maps:
                 path = rng.choice(maps)
-                old = _at(message, path)
+                old = value_at(message, path)
                 key = rng.choice(list(old))
                 new = {k: v for k, v in old.items() if k != key}
                 new[rng.choice(HOSTILE_KEYS)] = rng.choice([old[key], *HOSTILE])
-                message = _replace(message, path, new)
+                message = replace_at(message, path, new)
         elif kind < 0.8 and isinstance(message, list) and len(message) == 4:
-            message = _replace(message, (2,), rng.choice(OTHER_METHODS))
+            message = replace_at(message, (2,), rng.choice(OTHER_METHODS))
         else:
             message = rng.choice([[message], {"m": message}, [0, 1, "ping", message]])
     return message

@@ -11,7 +11,6 @@ stream are decoded exactly as sent.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import itertools
 import json
@@ -25,6 +24,7 @@ from hypothesis import strategies as st
 from acwd.core.errors import DomainError, ErrorCode
 from acwd.protocol.framing import MAX_MSGID, FrameDecoder, ProtocolError, Request
 from acwd.protocol.messages import METHODS, Limits, parse_request
+from benchmarks.fuzz import paths, replace_at, value_at
 
 LIMITS = Limits(max_notes_bytes=64, max_field_keys=4)
 DECODER = {"max_message_bytes": 4096, "max_depth": 6, "max_map_keys": 16, "max_array_items": 16}
@@ -115,32 +115,6 @@ HOSTILE_VALUES: list[Any] = [
 HOSTILE = st.sampled_from(HOSTILE_VALUES)
 HOSTILE_KEY_NAMES = ["", "k" * 3000, "\x00", "é" * 100, "work_id", "__init__"]
 HOSTILE_KEYS = st.sampled_from(HOSTILE_KEY_NAMES)
-
-
-def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every place inside a request (as index/key paths)."""
-    out = [prefix]
-    if isinstance(value, dict):
-        for key, item in value.items():
-            out += paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            out += paths(item, (*prefix, index))
-    return out
-
-
-def value_at(value: Any, path: tuple[Any, ...]) -> Any:
-    for step in path:
-        value = value[step]
-    return value
-
-
-def replace_at(value: Any, path: tuple[Any, ...], new: Any) -> Any:
-    if not path:
-        return new
-    value = copy.copy(value)
-    value[path[0]] = replace_at(value[path[0]], path[1:], new)
-    return value
 
 
 @st.composite
