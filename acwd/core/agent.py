@@ -653,8 +653,3 @@ class AgentMachine:
                 self.pending = (status, reason)  # still holds active work: wait for it
             else:
                 self.status, self.reason = status, reason
-
-
-def ticket_skills(skills: Mapping[str, Any] | None) -> tuple[tuple[str, int], ...]:
-    """Required skills as a sorted, hashable tuple for offer tickets."""
-    return tuple(sorted((str(k), int(v)) for k, v in (skills or {}).items()))

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from acwd.core.agent import AgentMachine, ticket_skills
+from acwd.core.agent import AgentMachine
 from acwd.core.config import Settings
 from acwd.core.errors import DomainError, ErrorCode
 from acwd.core.events import Effect, Offer, Outcome, StoreWrapup
@@ -81,9 +81,7 @@ class Center:
         size: int | None = None,
         attributes: Mapping[str, Any] | None = None,
     ) -> Outcome:
-        out = self.router.submit(
-            now, work_id, queue, channel, priority, ticket_skills(skills), size, attributes
-        )
+        out = self.router.submit(now, work_id, queue, channel, priority, skills, size, attributes)
         return self._run(now, out)
 
     def cancel(self, now: float, work_id: str, reason: str = "cancelled") -> Outcome:

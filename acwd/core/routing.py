@@ -43,7 +43,7 @@ from acwd.core.events import (
     WorkQueued,
 )
 from acwd.core.views import ItemState, LegState, RoutingView
-from acwd.core.work import WorkItem
+from acwd.core.work import WorkItem, required_skills
 
 # Finished items stay in memory for work.get and for refusing a repeated work_id; beyond this
 # many the oldest are forgotten (the journal keeps them), so memory does not grow with traffic.
@@ -128,7 +128,7 @@ class Router:
         queue: str,
         channel: str | None = None,
         priority: int = 0,
-        skills: tuple[tuple[str, int], ...] = (),
+        skills: Mapping[str, int] | None = None,
         size: int | None = None,
         attributes: Mapping[str, Any] | None = None,
     ) -> Outcome:
@@ -148,7 +148,7 @@ class Router:
             channel=channel,
             priority=priority,
             size=size if size is not None else self.settings.size_of(channel),
-            skills=skills,
+            skills=required_skills(skills),
             attributes=attributes or {},
             enqueued_at=now,
             seq=next(self._seq),

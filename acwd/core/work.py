@@ -11,6 +11,11 @@ from acwd.core.events import OfferTicket
 from acwd.core.views import ItemState, LegView, WorkView
 
 
+def required_skills(skills: Mapping[str, Any] | None) -> tuple[tuple[str, int], ...]:
+    """Required skills as a sorted, hashable tuple, as items and offer tickets hold them."""
+    return tuple(sorted((str(k), int(v)) for k, v in (skills or {}).items()))
+
+
 @dataclass(slots=True)
 class WorkItem:
     """A work item as the router sees it. Re-queueing keeps ``enqueued_at`` and ``priority``."""

@@ -15,7 +15,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from acwd.core.agent import AgentMachine, ticket_skills
+from acwd.core.agent import AgentMachine
 from acwd.core.config import Settings
 from acwd.core.errors import DomainError, ErrorCode
 from acwd.core.events import AgentChanged, Event, Offer, Outcome
@@ -240,9 +240,10 @@ class Node:
         size: int | None = None,
         attributes: Mapping[str, Any] | None = None,
     ) -> WorkView:
-        need = ticket_skills(skills)
         await self.dispatcher.call(
-            lambda r, now: r.submit(now, work_id, queue, channel, priority, need, size, attributes),
+            lambda r, now: r.submit(
+                now, work_id, queue, channel, priority, skills, size, attributes
+            ),
             key=work_id,
         )
         return self.work_view(work_id)  # after routing: it may already be offered
